@@ -1,0 +1,23 @@
+"""``python -m connectors [--airline BA ...]``: run connector workers (see connectors/service.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from connectors.service import run_connectors
+from jetbridge.log import configure_logging
+from jetbridge.settings import get_settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m connectors", description=__doc__)
+    parser.add_argument("--airline", action="append", help="IATA code; repeat for several (default: all)")
+    args = parser.parse_args()
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format, process="connectors")
+    asyncio.run(run_connectors(settings, args.airline))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The connector process: one worker per airline (or the airlines named), sharing one producer, one
+codec and one HTTP client pool. Production runs it once per airline (``--airline BA``) to make each
+airline its own bulkhead; the local stack runs all airlines in one process to save memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+from connectors.worker import ConnectorWorker
+from jetbridge.errors import ConfigurationError
+from jetbridge.http import build_http_client
+from jetbridge.log import get_logger
+from jetbridge.runtime import kafka_config, open_runtime
+from jetbridge.settings import Settings
+
+__all__ = ["run_connectors"]
+
+log = get_logger(__name__)
+
+
+async def run_connectors(settings: Settings, airlines: list[str] | None = None) -> None:
+    """Run the workers until SIGTERM/SIGINT, then drain in-flight calls and commit."""
+    runtime = await open_runtime(settings, client_id="jb-connectors")
+    wanted = airlines or [a.code for a in runtime.airlines if a.enabled]
+    unknown = [code for code in wanted if code not in runtime.airlines]
+    if unknown:
+        raise ConfigurationError(f"unknown airline(s) {unknown}; the registry has {runtime.airlines.codes()}")
+    http = build_http_client(timeout_s=30.0, max_connections=200)
+    workers = [
+        ConnectorWorker(
+            runtime.airlines[code],
+            codec=runtime.codec,
+            producer=runtime.producer,
+            consumer_config=kafka_config(settings, f"jb-connector-{code}"),
+            http=http,
+            concurrency=min(runtime.airlines[code].concurrency, settings.connector_concurrency),
+            deadline_margin_ms=settings.connector_deadline_margin_ms,
+        )
+        for code in wanted
+    ]
+    loop = asyncio.get_running_loop()
+
+    def stop_all() -> None:
+        for worker in workers:
+            worker.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_all)
+    ready = settings.run_dir / "connectors.ready"
+    ready.parent.mkdir(parents=True, exist_ok=True)
+    ready.write_text(str(time.time()))
+    try:
+        await asyncio.gather(*(w.run() for w in workers))
+    finally:
+        ready.unlink(missing_ok=True)
+        await http.aclose()
+        await runtime.close()
+        log.info("connectors stopped", handled={w.airline.code: w.handled for w in workers})

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Apache Kafka (KRaft, one node: broker + controller) for the local stack, from the official jars.
+#
+#   infra/kafka/kafka.sh fetch    copy the broker jars from Maven Central into the cache (once)
+#   infra/kafka/kafka.sh start    fetch if needed, format storage if new, start, wait until ready
+#   infra/kafka/kafka.sh stop     stop the broker this script started (by its PID file)
+#   infra/kafka/kafka.sh status   say whether it runs
+#
+# Settings (environment): JB_HOME (state, default <repo>/.jetbridge), JB_CACHE (jar cache, default
+# ~/.cache/jetbridge), JB_KAFKA_PORT (9092), JB_KAFKA_CONTROLLER_PORT (9093), JB_KAFKA_HEAP (512m).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")
+home=${JB_HOME:-$repo/.jetbridge}
+cache=${JB_CACHE:-$HOME/.cache/jetbridge}
+libs=$cache/kafka/$version/libs
+port=${JB_KAFKA_PORT:-9092}
+cport=${JB_KAFKA_CONTROLLER_PORT:-9093}
+state=$home/kafka
+data=$state/data
+pidfile=$home/run/kafka.pid
+logfile=$home/logs/kafka.log
+
+say() { printf 'kafka: %s\n' "$*" >&2; }
+
+running() {
+  [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+fetch() {
+  if [[ -f $libs/.complete ]]; then return 0; fi
+  say "fetching Apache Kafka $version jars from Maven Central into $libs (once)"
+  mkdir -p "$libs"
+  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$libs" >&2
+  touch "$libs/.complete"
+}
+
+java_run() {
+  # shellcheck disable=SC2086
+  java -Xms128m -Xmx"${JB_KAFKA_HEAP:-512m}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/log4j2.properties" \
+    -cp "$libs/*" "$@"
+}
+
+format_storage() {
+  mkdir -p "$state" "$data"
+  sed -e "s:@DATA_DIR@:$data:" -e "s:@PORT@:$port:" -e "s:@CONTROLLER_PORT@:$cport:" \
+    "$here/server.properties.in" >"$state/server.properties"
+  if [[ -f $data/meta.properties ]]; then return 0; fi
+  local cluster_id
+  cluster_id=$(java_run kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+  say "formatting storage in $data (cluster $cluster_id)"
+  java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" >&2
+}
+
+start() {
+  if running; then say "already running (pid $(cat "$pidfile")) on 127.0.0.1:$port"; return 0; fi
+  if port_open "$port"; then
+    say "port $port is taken by a process this script did not start; set JB_KAFKA_PORT"; return 1
+  fi
+  command -v java >/dev/null || { say "java not found: install a JDK 17+"; return 1; }
+  fetch
+  format_storage
+  mkdir -p "$home/run" "$home/logs"
+  local offset; offset=$(stat -c %s "$logfile" 2>/dev/null || echo 0)
+  say "starting Apache Kafka $version on 127.0.0.1:$port"
+  # setsid: its own process group, so `stop` ends the JVM and nothing else.
+  setsid bash -c "exec java -Xms128m -Xmx${JB_KAFKA_HEAP:-512m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dlog4j2.configurationFile='$here/log4j2.properties' \
+    -cp '$libs/*' kafka.Kafka '$state/server.properties'" >>"$logfile" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  local waited=0
+  until tail -c +"$((offset + 1))" "$logfile" 2>/dev/null | grep -q "Kafka Server started" && port_open "$port"; do
+    if ! running; then say "broker exited while starting; last lines of $logfile:"; tail -n 20 "$logfile" >&2; return 1; fi
+    if (( waited >= 240 )); then say "not ready after 120 s; see $logfile"; return 1; fi
+    sleep 0.5; waited=$((waited + 1))
+  done
+  say "ready on 127.0.0.1:$port (pid $(cat "$pidfile"))"
+}
+
+stop() {
+  if ! running; then rm -f "$pidfile"; say "not running"; return 0; fi
+  local pid; pid=$(cat "$pidfile")
+  say "stopping (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  if kill -0 "$pid" 2>/dev/null; then say "still running after 30 s, killing"; kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$pidfile"
+}
+
+status() {
+  if running; then echo "kafka: running (pid $(cat "$pidfile")) on 127.0.0.1:$port"; else echo "kafka: stopped"; return 3; fi
+}
+
+case ${1:-} in
+  fetch) fetch ;;
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 fetch|start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,111 @@
+"""The one error tree of Jetbridge.
+
+Every error carries a stable ``code`` (it travels in DLQ headers, airline statuses and MCP tool errors,
+so never rename one) and a ``retriable`` flag that retry logic reads instead of guessing from messages.
+
+    JetbridgeError
+    ├── InvalidInput                      bad tool arguments (names the field); never retried
+    ├── ConfigurationError                settings or airline registry that cannot work
+    ├── SchemaError                       contract problems
+    │   ├── SchemaRegistryError           registry unreachable or refusing (retriable)
+    │   └── DecodeError                   bytes that are not a valid event (poison; never retried)
+    ├── KafkaError                        produce/consume failures (retriable)
+    ├── DeadlineExceeded                  the request's deadline passed before work could finish
+    └── AirlineError                      anything that went wrong talking to one airline
+        ├── AirlineTimeout                no answer inside the time budget (retriable)
+        ├── AirlineUnavailable            connection refused/reset, 5xx, 429 (retriable)
+        ├── AirlineRejected               4xx or an NDC <Errors> answer: the airline said no
+        └── AirlineBadResponse            a body we cannot parse or that breaks the contract
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AirlineBadResponse",
+    "AirlineError",
+    "AirlineRejected",
+    "AirlineTimeout",
+    "AirlineUnavailable",
+    "ConfigurationError",
+    "DeadlineExceeded",
+    "DecodeError",
+    "InvalidInput",
+    "JetbridgeError",
+    "KafkaError",
+    "SchemaError",
+    "SchemaRegistryError",
+]
+
+
+class JetbridgeError(Exception):
+    """Base of every error Jetbridge raises on purpose."""
+
+    code: ClassVar[str] = "internal"
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+class InvalidInput(JetbridgeError):
+    """A tool argument failed validation; ``field`` names it for the caller."""
+
+    code = "invalid_input"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ConfigurationError(JetbridgeError):
+    code = "configuration"
+
+
+class SchemaError(JetbridgeError):
+    code = "schema"
+
+
+class SchemaRegistryError(SchemaError):
+    code = "schema_registry"
+    retriable = True
+
+
+class DecodeError(SchemaError):
+    code = "decode"
+
+
+class KafkaError(JetbridgeError):
+    code = "kafka"
+    retriable = True
+
+
+class DeadlineExceeded(JetbridgeError):
+    code = "deadline_exceeded"
+
+
+class AirlineError(JetbridgeError):
+    code = "airline"
+
+
+class AirlineTimeout(AirlineError):
+    code = "airline_timeout"
+    retriable = True
+
+
+class AirlineUnavailable(AirlineError):
+    code = "airline_unavailable"
+    retriable = True
+
+
+class AirlineRejected(AirlineError):
+    code = "airline_rejected"
+
+
+class AirlineBadResponse(AirlineError):
+    code = "airline_bad_response"

@@ -1,0 +1,283 @@
+"""Kafka plumbing shared by the bridge, the connector workers and the tools: client settings, an asyncio
+producer that resolves on broker acknowledgement, a consumer whose blocking poll runs off the event
+loop, event headers, and the idempotent topic declaration.
+
+Client settings are librdkafka keys, 1:1. Stream processors (faust) use their own client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported at runtime, not in the stub
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
+
+from jetbridge.errors import KafkaError
+from jetbridge.log import get_logger
+from jetbridge.topics import TopicSpec
+
+__all__ = [
+    "HEADER_CLIENT_ID",
+    "HEADER_CORRELATION_ID",
+    "HEADER_DEADLINE_MS",
+    "HEADER_REQUEST_ID",
+    "HEADER_TRACEPARENT",
+    "AsyncConsumer",
+    "AsyncProducer",
+    "Delivery",
+    "apply_topics",
+    "decode_headers",
+    "event_headers",
+    "new_traceparent",
+]
+
+log = get_logger(__name__)
+
+HEADER_CORRELATION_ID = "correlation_id"
+HEADER_REQUEST_ID = "request_id"
+HEADER_CLIENT_ID = "client_id"
+HEADER_DEADLINE_MS = "deadline_ms"
+HEADER_TRACEPARENT = "traceparent"
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def new_traceparent() -> str:
+    """A fresh W3C traceparent (version 00, sampled)."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def event_headers(
+    *,
+    request_id: str,
+    correlation_id: str,
+    client_id: str,
+    deadline_ms: int,
+    traceparent: str,
+    extra: Mapping[str, str] | None = None,
+) -> Headers:
+    """The headers every Jetbridge event carries (see ARCHITECTURE.md), plus any extra ones."""
+    headers: Headers = [
+        (HEADER_CORRELATION_ID, correlation_id.encode()),
+        (HEADER_REQUEST_ID, request_id.encode()),
+        (HEADER_CLIENT_ID, client_id.encode()),
+        (HEADER_DEADLINE_MS, str(deadline_ms).encode()),
+        (HEADER_TRACEPARENT, traceparent.encode()),
+    ]
+    headers += [(k, v.encode()) for k, v in (extra or {}).items()]
+    return headers
+
+
+def decode_headers(
+    raw: Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None,
+) -> dict[str, str]:
+    """Headers as text; the last value wins for repeated keys, undecodable bytes are replaced."""
+    items = raw.items() if isinstance(raw, Mapping) else (raw or [])
+    return {k: v if isinstance(v, str) else (v or b"").decode("utf-8", "replace") for k, v in items}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    topic: str
+    partition: int
+    offset: int
+
+
+class AsyncProducer:
+    """confluent-kafka's Producer behind an awaitable ``send``: it returns once the broker acknowledged.
+
+    A daemon thread serves librdkafka's delivery callbacks and hands each result to the event loop.
+    Idempotent (acks=all, enable.idempotence) so a retried produce is never written twice.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        base: dict[str, Any] = {
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 1,
+            # No compression: events are small and latency matters; faust (aiokafka) reads them without extra codecs.
+            "compression.type": "none",
+        }
+        base.update(config)
+        self._producer = Producer(base)
+        self._running = True
+        self._thread = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
+        self._thread.start()
+
+    def _poll_loop(self) -> None:
+        while self._running:
+            self._producer.poll(0.05)
+
+    async def send(
+        self,
+        topic: str,
+        *,
+        key: bytes | str | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, str | bytes | None]] | None = None,
+    ) -> Delivery:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Delivery] = loop.create_future()
+
+        def on_delivery(err: Any, msg: Message) -> None:
+            if err is not None:
+                exc = KafkaError(f"produce to {topic} failed: {err}")
+                loop.call_soon_threadsafe(_settle, done, None, exc)
+            else:
+                result = Delivery(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0))
+                loop.call_soon_threadsafe(_settle, done, result, None)
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=list(headers or []), on_delivery=on_delivery
+                )
+                break
+            except BufferError:
+                # The local queue is full: wait for deliveries to drain it (backpressure, not loss).
+                await asyncio.sleep(0.005)
+            except KafkaException as exc:
+                raise KafkaError(f"produce to {topic} refused: {exc}") from exc
+        return await done
+
+    async def flush(self, timeout_s: float = 10.0) -> int:
+        """Wait for everything queued to be delivered; the number still queued is returned."""
+        return int(await asyncio.to_thread(self._producer.flush, timeout_s))
+
+    async def close(self) -> None:
+        remaining = await self.flush()
+        if remaining:
+            log.warning("producer closed with undelivered messages", remaining=remaining)
+        self._running = False
+        await asyncio.to_thread(self._thread.join, 1.0)
+
+
+def _settle(future: asyncio.Future[Delivery], result: Delivery | None, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    elif result is not None:
+        future.set_result(result)
+
+
+class AsyncConsumer:
+    """confluent-kafka's Consumer with its blocking calls run in a worker thread.
+
+    Every call runs on the consumer's own single thread, in order: librdkafka consumers are not meant
+    to be used from two threads at once, and a close() queued behind a running poll waits for it.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._consumer = Consumer(dict(config))
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
+
+    @property
+    def raw(self) -> Consumer:
+        return self._consumer
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        self._consumer.subscribe(topics, **callbacks)
+
+    async def assign(self, partitions: list[TopicPartition]) -> None:
+        await self._run(self._consumer.assign, partitions)
+
+    async def consume(self, max_messages: int = 100, timeout_s: float = 0.1) -> list[Message]:
+        messages: list[Message] = await self._run(self._consumer.consume, max_messages, timeout_s)
+        return messages
+
+    async def commit(self, offsets: list[TopicPartition]) -> None:
+        if not offsets:
+            return
+        try:
+            await self._run(lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
+        except KafkaException as exc:
+            raise KafkaError(f"commit failed: {exc}") from exc
+
+    async def partitions_of(self, topic: str, timeout_s: float = 10.0) -> list[int]:
+        metadata = await self._run(self._consumer.list_topics, topic, timeout_s)
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None:
+            raise KafkaError(f"topic {topic} not found: {info.error if info else 'no metadata'}")
+        return sorted(info.partitions)
+
+    async def end_offsets(self, topic: str, partitions: list[int]) -> list[TopicPartition]:
+        """The current end of each partition, as positions to assign."""
+
+        def ends() -> list[TopicPartition]:
+            return [
+                TopicPartition(
+                    topic, p, self._consumer.get_watermark_offsets(TopicPartition(topic, p), 10.0)[1]
+                )
+                for p in partitions
+            ]
+
+        result: list[TopicPartition] = await self._run(ends)
+        return result
+
+    async def close(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            await self._run(self._consumer.close)
+        self._thread.shutdown(wait=False)
+
+
+async def apply_topics(
+    admin_config: Mapping[str, Any], specs: Iterable[TopicSpec], *, replication_factor: int = 1
+) -> dict[str, str]:
+    """Create missing topics and align the configs of existing ones; never deletes or shrinks.
+
+    Returns what happened to each topic: ``created``, ``updated`` or ``unchanged``.
+    """
+    admin = AdminClient(dict(admin_config))
+    specs = list(specs)
+    metadata = await asyncio.to_thread(admin.list_topics, timeout=15)
+    existing = set(metadata.topics)
+    outcome: dict[str, str] = {}
+    to_create = [
+        NewTopic(
+            s.name, num_partitions=s.partitions, replication_factor=replication_factor, config=s.configs()
+        )
+        for s in specs
+        if s.name not in existing
+    ]
+    if to_create:
+        for name, future in admin.create_topics(to_create, operation_timeout=30).items():
+            try:
+                await asyncio.wrap_future(future)
+                outcome[name] = "created"
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise KafkaError(f"creating {name}: {exc}") from exc
+                outcome[name] = "unchanged"
+    for spec in specs:
+        if spec.name in outcome:
+            continue
+        resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name)
+        described = admin.describe_configs([resource])
+        current = await asyncio.wrap_future(described[resource])
+        wanted = spec.configs()
+        if all(current.get(k) is not None and current[k].value == v for k, v in wanted.items()):
+            outcome[spec.name] = "unchanged"
+            continue
+        entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in wanted.items()]
+        update = ConfigResource(ConfigResource.Type.TOPIC, spec.name, incremental_configs=entries)
+        for future in admin.incremental_alter_configs([update]).values():
+            await asyncio.wrap_future(future)
+        outcome[spec.name] = "updated"
+    return outcome

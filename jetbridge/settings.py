@@ -1,0 +1,86 @@
+"""Process settings, read once at the process edge from the environment (and `.env` if present).
+
+Kafka keys map 1:1 to librdkafka names where they are Kafka client settings. Inner modules never read
+the environment: they receive plain arguments.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["REPO_ROOT", "Settings", "get_settings"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything a Jetbridge process can be told from outside."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="Bootstrap servers of the cluster to use; the local stack's broker by default.",
+    )
+    schema_registry_url: str = Field(
+        default="http://127.0.0.1:8081",
+        validation_alias="SCHEMA_REGISTRY_URL",
+        description="Base URL of a Confluent-compatible schema registry API.",
+    )
+    schema_registry_auth: SecretStr | None = Field(
+        default=None,
+        validation_alias="SCHEMA_REGISTRY_BASIC_AUTH",
+        description="user:password for the registry, if it wants one.",
+    )
+
+    home: Path = Field(default=REPO_ROOT / ".jetbridge", validation_alias="JB_HOME")
+    log_format: str = Field(default="auto", validation_alias="JB_LOG_FORMAT")  # auto | json | console
+    log_level: str = Field(default="INFO", validation_alias="JB_LOG_LEVEL")
+
+    bridge_host: str = Field(default="127.0.0.1", validation_alias="JB_BRIDGE_HOST")
+    bridge_port: int = Field(default=8080, validation_alias="JB_BRIDGE_PORT")
+    default_deadline_ms: int = Field(default=3000, ge=200, validation_alias="JB_DEFAULT_DEADLINE_MS")
+    max_deadline_ms: int = Field(default=15000, ge=200, validation_alias="JB_MAX_DEADLINE_MS")
+    default_max_offers: int = Field(default=20, ge=1, validation_alias="JB_DEFAULT_MAX_OFFERS")
+    currency: str = Field(default="USD", validation_alias="JB_CURRENCY")
+
+    airlines_file: Path | None = Field(
+        default=None,
+        validation_alias="JB_AIRLINES_FILE",
+        description="Airline registry (TOML); the one shipped in connectors/registry/ by default.",
+    )
+    simulator_host: str = Field(default="127.0.0.1", validation_alias="JB_SIM_HOST")
+    simulator_control_port: int = Field(default=9100, validation_alias="JB_SIM_CONTROL_PORT")
+
+    # librdkafka producer tuning for the request path (low latency over batching).
+    producer_linger_ms: int = Field(default=1, validation_alias="JB_PRODUCER_LINGER_MS")
+    # Time a connector keeps back from the request's deadline, so its response still reaches the
+    # aggregator before the aggregator answers.
+    connector_deadline_margin_ms: int = Field(default=250, validation_alias="JB_CONNECTOR_MARGIN_MS")
+    connector_concurrency: int = Field(default=32, ge=1, validation_alias="JB_CONNECTOR_CONCURRENCY")
+    aggregator_tick_ms: int = Field(default=50, ge=10, validation_alias="JB_AGGREGATOR_TICK_MS")
+    topic_partitions: int = Field(default=6, ge=1, validation_alias="JB_TOPIC_PARTITIONS")
+    replication_factor: int = Field(default=1, ge=1, validation_alias="JB_REPLICATION_FACTOR")
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def bridge_url(self) -> str:
+        return f"http://{self.bridge_host}:{self.bridge_port}/mcp"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

@@ -1,0 +1,111 @@
+"""Request-reply correlation for one bridge instance (the Return Address pattern).
+
+Each bridge instance has its own id, written into every request as ``reply_to``; the aggregator copies
+it into the reply and its header. Every instance reads all partitions of the reply topic from the end
+(no consumer group, nothing committed: a reply is only useful to the instance still waiting for it),
+skips replies addressed to other instances by header alone, and resolves its own waiting calls. A second
+reply for the same request finds no waiter and is dropped, so a caller never sees two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from jetbridge.errors import DecodeError, SchemaRegistryError
+from jetbridge.kafka import AsyncConsumer, decode_headers
+from jetbridge.log import get_logger
+from schemas.codec import AvroCodec
+from schemas.models import SearchReply
+
+__all__ = ["HEADER_REPLY_TO", "ReplyCorrelator"]
+
+log = get_logger(__name__)
+
+HEADER_REPLY_TO = "reply_to"
+
+
+class ReplyCorrelator:
+    def __init__(
+        self, *, instance_id: str, topic: str, codec: AvroCodec, consumer_config: dict[str, Any]
+    ) -> None:
+        self.instance_id = instance_id
+        self._topic = topic
+        self._codec = codec
+        self._consumer = AsyncConsumer(
+            consumer_config
+            | {
+                "group.id": f"jb.bridge.{instance_id}",  # required by librdkafka; never joined or committed
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+                "fetch.min.bytes": 1,
+            }
+        )
+        self._waiting: dict[str, asyncio.Future[SearchReply]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.replies_seen = 0
+
+    async def start(self) -> None:
+        """Start reading at the current end of every partition; returns once positions are fixed."""
+        partitions = await self._consumer.partitions_of(self._topic)
+        await self._consumer.assign(await self._consumer.end_offsets(self._topic, partitions))
+        self._task = asyncio.create_task(self._run(), name="reply-correlator")
+
+    def expect(self, request_id: str) -> asyncio.Future[SearchReply]:
+        """Register interest before the request is produced, so a fast reply cannot be missed."""
+        future: asyncio.Future[SearchReply] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        return future
+
+    def forget(self, request_id: str) -> None:
+        self._waiting.pop(request_id, None)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                messages = await self._consumer.consume(500, 0.05)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must survive broker hiccups
+                log.warning("reply consumer error", error=repr(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for message in messages:
+                if message.error() is not None:
+                    log.warning("reply topic error", error=str(message.error()))
+                    continue
+                await self._dispatch(message)
+
+    async def _dispatch(self, message: Any) -> None:
+        headers = decode_headers(message.headers())
+        if headers.get(HEADER_REPLY_TO) not in (None, self.instance_id):
+            return
+        request_id = headers.get("request_id") or (message.key() or b"").decode("utf-8", "replace")
+        future = self._waiting.get(request_id)
+        if future is None or future.done():
+            return
+        try:
+            reply = await self._codec.decode(message.value(), SearchReply)
+        except (DecodeError, SchemaRegistryError) as exc:
+            log.error("undecodable reply", request_id=request_id, error=str(exc))
+            return
+        if reply.reply_to != self.instance_id:
+            return
+        self.replies_seen += 1
+        self._waiting.pop(request_id, None)
+        future.set_result(reply)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
+        await self._consumer.close()

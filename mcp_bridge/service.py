@@ -1,0 +1,225 @@
+"""The bridge's work behind the MCP tools: validate, turn a tool call into an event, wait for its reply.
+
+Kept apart from the MCP layer so it can be driven directly in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from jetbridge.errors import DeadlineExceeded, JetbridgeError
+from jetbridge.kafka import event_headers, new_traceparent
+from jetbridge.log import get_logger
+from jetbridge.runtime import Runtime
+from jetbridge.topics import AUDIT, REQUESTS
+from mcp_bridge.correlator import ReplyCorrelator
+from mcp_bridge.validation import validate_search
+from schemas.models import AuditRecord, Offer, SearchReply, SearchRequest, now_utc
+
+__all__ = ["AirlineView", "OfferView", "SearchResult", "SearchService"]
+
+log = get_logger(__name__)
+
+# How long past the deadline the bridge still waits for the aggregator's answer before giving up.
+REPLY_GRACE_S = 1.0
+
+
+class SliceView(BaseModel):
+    origin: str
+    destination: str
+    departure: str
+    arrival: str
+    duration_minutes: int
+    stops: int
+    flights: list[str]
+
+
+class OfferView(BaseModel):
+    airline: str
+    offer_id: str
+    total_amount: str
+    currency: str
+    cabin: str
+    fare_brand: str | None
+    expires_at: str
+    slices: list[SliceView]
+
+
+class AirlineView(BaseModel):
+    airline: str
+    status: str
+    error_code: str | None = None
+    offer_count: int = 0
+    latency_ms: int | None = None
+
+
+class SearchResult(BaseModel):
+    request_id: str
+    status: str
+    offers: list[OfferView]
+    airlines: list[AirlineView]
+    elapsed_ms: int
+
+
+def _offer_view(offer: Offer) -> OfferView:
+    return OfferView(
+        airline=offer.airline,
+        offer_id=offer.offer_id,
+        total_amount=f"{offer.total_amount:.2f}",
+        currency=offer.currency,
+        cabin=offer.cabin.value.lower(),
+        fare_brand=offer.fare_brand,
+        expires_at=offer.expires_at.isoformat(),
+        slices=[
+            SliceView(
+                origin=s.origin,
+                destination=s.destination,
+                departure=s.segments[0].departure_local if s.segments else "",
+                arrival=s.segments[-1].arrival_local if s.segments else "",
+                duration_minutes=s.duration_minutes,
+                stops=max(0, len(s.segments) - 1),
+                flights=[f"{seg.carrier}{seg.flight_number}" for seg in s.segments],
+            )
+            for s in offer.slices
+        ],
+    )
+
+
+def result_of(reply: SearchReply, elapsed_ms: int) -> SearchResult:
+    return SearchResult(
+        request_id=reply.request_id,
+        status=reply.status.value.lower(),
+        offers=[_offer_view(o) for o in reply.offers],
+        airlines=[
+            AirlineView(
+                airline=a.airline,
+                status=a.status.value.lower(),
+                error_code=a.error_code,
+                offer_count=a.offer_count,
+                latency_ms=a.latency_ms,
+            )
+            for a in reply.airlines
+        ],
+        elapsed_ms=elapsed_ms,
+    )
+
+
+class SearchService:
+    def __init__(self, runtime: Runtime, correlator: ReplyCorrelator) -> None:
+        self._rt = runtime
+        self._correlator = correlator
+        self._audits: set[asyncio.Task[Any]] = set()
+
+    async def search(self, arguments: dict[str, Any], *, client_id: str) -> SearchResult:
+        """Validate, publish one SearchRequest, and wait for its reply until the deadline (plus grace)."""
+        settings = self._rt.settings
+        started = asyncio.get_running_loop().time()
+        request_id = str(uuid.uuid4())
+        correlation_id = request_id
+        with structlog.contextvars.bound_contextvars(request_id=request_id, correlation_id=correlation_id):
+            try:
+                valid = validate_search(
+                    **arguments,
+                    registry=self._rt.airlines,
+                    today=datetime.now(UTC).date(),
+                    currency=settings.currency,
+                    default_max_offers=settings.default_max_offers,
+                    default_deadline_ms=settings.default_deadline_ms,
+                    max_deadline_ms=settings.max_deadline_ms,
+                )
+            except JetbridgeError as exc:
+                # Rejected calls publish nothing, not even an audit record: the log line is their trace.
+                log.info("search rejected", error_code=exc.code, error=exc.message)
+                raise
+            created = now_utc()
+            deadline = created + timedelta(milliseconds=valid.deadline_ms)
+            request = SearchRequest(
+                request_id=request_id,
+                correlation_id=correlation_id,
+                client_id=client_id,
+                reply_to=self._correlator.instance_id,
+                criteria=valid.criteria,
+                airlines=valid.airlines,
+                max_offers=valid.max_offers,
+                deadline=deadline,
+                created_at=created,
+            )
+            deadline_ms = int(deadline.timestamp() * 1000)
+            waiter = self._correlator.expect(request_id)
+            try:
+                await self._rt.producer.send(
+                    REQUESTS,
+                    key=request_id,
+                    value=self._rt.codec.encode(REQUESTS, request),
+                    headers=event_headers(
+                        request_id=request_id,
+                        correlation_id=correlation_id,
+                        client_id=client_id,
+                        deadline_ms=deadline_ms,
+                        traceparent=new_traceparent(),
+                    ),
+                )
+                log.info(
+                    "search published",
+                    route=f"{request.criteria.origin}-{request.criteria.destination}",
+                    deadline_ms=valid.deadline_ms,
+                    airlines=valid.airlines,
+                )
+                try:
+                    reply = await asyncio.wait_for(waiter, valid.deadline_ms / 1000 + REPLY_GRACE_S)
+                except TimeoutError:
+                    self._audit(
+                        client_id, request_id, correlation_id, "error", DeadlineExceeded.code, started
+                    )
+                    raise DeadlineExceeded(
+                        f"no reply for request {request_id} within its deadline of {valid.deadline_ms} ms"
+                    ) from None
+            finally:
+                self._correlator.forget(request_id)
+            elapsed_ms = int((asyncio.get_running_loop().time() - started) * 1000)
+            log.info(
+                "search answered", status=reply.status.value, offers=len(reply.offers), elapsed_ms=elapsed_ms
+            )
+            self._audit(client_id, request_id, correlation_id, reply.status.value.lower(), None, started)
+            return result_of(reply, elapsed_ms)
+
+    def _audit(
+        self,
+        client_id: str,
+        request_id: str,
+        correlation_id: str,
+        outcome: str,
+        code: str | None,
+        started: float,
+    ) -> None:
+        """Write the audit record off the reply path; a failure to audit is logged, never shown to the agent."""
+        record = AuditRecord(
+            client_id=client_id,
+            request_id=request_id,
+            correlation_id=correlation_id,
+            tool="search_offers",
+            outcome=outcome,
+            error_code=code,
+            duration_ms=int((asyncio.get_running_loop().time() - started) * 1000),
+            at=now_utc(),
+        )
+
+        async def send() -> None:
+            try:
+                await self._rt.producer.send(AUDIT, key=client_id, value=self._rt.codec.encode(AUDIT, record))
+            except JetbridgeError as exc:
+                log.warning("audit record not written", error=str(exc))
+
+        task = asyncio.create_task(send())
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
+
+    async def drain(self) -> None:
+        if self._audits:
+            await asyncio.gather(*self._audits, return_exceptions=True)

@@ -1,0 +1,252 @@
+"""Pydantic models that mirror the `.avsc` contracts in `schemas/avro/` field for field.
+
+The `.avsc` files are the source of truth; `tests/unit/test_schemas.py` proves each model round-trips
+through its schema. Timestamps are aware UTC datetimes (Avro timestamp-millis), dates are Avro dates,
+money is an Avro decimal.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AggregatorControl",
+    "AirlineCall",
+    "AirlineOutcome",
+    "AirlineResponse",
+    "AirlineStatus",
+    "AuditRecord",
+    "Cabin",
+    "ControlKind",
+    "DeadLetter",
+    "ErrorInfo",
+    "Event",
+    "Offer",
+    "ReplyStatus",
+    "ResponseStatus",
+    "SearchCriteria",
+    "SearchReply",
+    "SearchRequest",
+    "Segment",
+    "Slice",
+    "now_utc",
+]
+
+
+def now_utc() -> datetime:
+    """Now, truncated to the millisecond (what Avro timestamp-millis keeps)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(_Model):
+    """A model that is the value of a topic; ``SCHEMA`` names its `.avsc` file."""
+
+    SCHEMA: ClassVar[str]
+
+
+class Cabin(StrEnum):
+    ECONOMY = "ECONOMY"
+    PREMIUM_ECONOMY = "PREMIUM_ECONOMY"
+    BUSINESS = "BUSINESS"
+    FIRST = "FIRST"
+
+
+class SearchCriteria(_Model):
+    origin: str
+    destination: str
+    departure_date: date
+    return_date: date | None = None
+    adults: int
+    children: int = 0
+    infants: int = 0
+    cabin: Cabin
+    currency: str = "USD"
+
+    @property
+    def passengers(self) -> int:
+        return self.adults + self.children + self.infants
+
+
+class SearchRequest(Event):
+    SCHEMA: ClassVar[str] = "search_request.avsc"
+
+    request_id: str
+    correlation_id: str
+    client_id: str
+    reply_to: str
+    criteria: SearchCriteria
+    airlines: list[str] | None = None
+    max_offers: int
+    deadline: AwareDatetime
+    created_at: AwareDatetime
+
+
+class AirlineCall(Event):
+    SCHEMA: ClassVar[str] = "airline_call.avsc"
+
+    request_id: str
+    correlation_id: str
+    client_id: str
+    airline: str
+    criteria: SearchCriteria
+    deadline: AwareDatetime
+    attempt: int = 1
+    created_at: AwareDatetime
+
+
+class Segment(_Model):
+    carrier: str
+    flight_number: str
+    origin: str
+    destination: str
+    departure_local: str
+    arrival_local: str
+    aircraft: str | None = None
+
+
+class Slice(_Model):
+    origin: str
+    destination: str
+    duration_minutes: int
+    segments: list[Segment]
+
+
+class Offer(_Model):
+    offer_id: str
+    airline: str
+    total_amount: Decimal = Field(max_digits=12, decimal_places=2)
+    currency: str
+    cabin: Cabin
+    fare_brand: str | None = None
+    expires_at: AwareDatetime
+    slices: list[Slice]
+
+    def itinerary_key(self) -> tuple[str, ...]:
+        """What makes two offers the same trip: flights flown, cabin and price (codeshares, duplicates)."""
+        flights = tuple(
+            f"{s.carrier}{s.flight_number}@{s.departure_local}" for sl in self.slices for s in sl.segments
+        )
+        return (*flights, self.cabin.value, f"{self.total_amount:.2f}", self.currency)
+
+
+class ResponseStatus(StrEnum):
+    OK = "OK"
+    ERROR = "ERROR"
+    TIMEOUT = "TIMEOUT"
+
+
+class ErrorInfo(_Model):
+    code: str
+    message: str
+    retriable: bool
+
+
+class AirlineResponse(Event):
+    SCHEMA: ClassVar[str] = "airline_response.avsc"
+
+    request_id: str
+    correlation_id: str
+    airline: str
+    status: ResponseStatus
+    offers: list[Offer] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+    connector_kind: str
+    latency_ms: int
+    attempts: int = 1
+    produced_at: AwareDatetime
+
+
+class ReplyStatus(StrEnum):
+    COMPLETE = "COMPLETE"
+    PARTIAL = "PARTIAL"
+    NO_AIRLINES = "NO_AIRLINES"
+
+
+class AirlineOutcome(StrEnum):
+    OK = "OK"
+    TIMEOUT = "TIMEOUT"
+    ERROR = "ERROR"
+    NOT_SERVED = "NOT_SERVED"
+
+
+class AirlineStatus(_Model):
+    airline: str
+    status: AirlineOutcome
+    error_code: str | None = None
+    offer_count: int = 0
+    latency_ms: int | None = None
+
+
+class SearchReply(Event):
+    SCHEMA: ClassVar[str] = "search_reply.avsc"
+
+    request_id: str
+    correlation_id: str
+    reply_to: str
+    status: ReplyStatus
+    offers: list[Offer]
+    airlines: list[AirlineStatus]
+    deadline: AwareDatetime
+    completed_at: AwareDatetime
+
+
+class ControlKind(StrEnum):
+    PLAN = "PLAN"
+    DEADLINE = "DEADLINE"
+
+
+class AggregatorControl(Event):
+    SCHEMA: ClassVar[str] = "aggregator_control.avsc"
+
+    request_id: str
+    correlation_id: str
+    kind: ControlKind
+    reply_to: str = ""
+    expected_airlines: list[str] = Field(default_factory=list)
+    not_served: list[str] = Field(default_factory=list)
+    max_offers: int = 0
+    deadline: AwareDatetime
+    created_at: AwareDatetime
+
+
+class DeadLetter(Event):
+    SCHEMA: ClassVar[str] = "dead_letter.avsc"
+
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    original_key: bytes | None = None
+    original_headers: dict[str, str] = Field(default_factory=dict)
+    payload: bytes | None
+    stage: str
+    error_code: str
+    error_message: str
+    retriable: bool
+    attempts: int
+    request_id: str | None = None
+    correlation_id: str | None = None
+    first_failed_at: AwareDatetime
+    failed_at: AwareDatetime
+
+
+class AuditRecord(Event):
+    SCHEMA: ClassVar[str] = "audit_record.avsc"
+
+    client_id: str
+    request_id: str
+    correlation_id: str
+    tool: str
+    outcome: str
+    error_code: str | None = None
+    duration_ms: int
+    at: AwareDatetime

@@ -1,0 +1,157 @@
+"""The Aggregator with completion timeout, as pure state transitions (no Kafka, no faust).
+
+One ``Aggregation`` per request id lives in the aggregator's faust table. It learns the plan (which
+airlines were asked) from the router, collects one response per airline (an Idempotent Consumer: a
+duplicate for the same airline counts once), and completes when every expected airline answered or the
+deadline passed. A completed aggregation ignores everything after, so each request gets one reply.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pydantic import BaseModel, Field
+
+from schemas.models import (
+    AggregatorControl,
+    AirlineOutcome,
+    AirlineResponse,
+    AirlineStatus,
+    Offer,
+    ReplyStatus,
+    ResponseStatus,
+    SearchReply,
+)
+
+__all__ = ["Aggregation", "Plan", "merge_offers"]
+
+
+class Plan(BaseModel):
+    correlation_id: str
+    reply_to: str
+    expected: list[str]
+    not_served: list[str]
+    max_offers: int
+    deadline: datetime
+
+
+class Aggregation(BaseModel):
+    """The state of one request's scatter-gather, as kept in the table (JSON)."""
+
+    request_id: str
+    plan: Plan | None = None
+    responses: dict[str, AirlineResponse] = Field(default_factory=dict)
+    deadline_reached: bool = False
+    done: bool = False
+    first_seen: datetime
+    completed_at: datetime | None = None
+
+    @classmethod
+    def from_table(cls, value: bytes) -> Aggregation:
+        return cls.model_validate_json(value)
+
+    def to_table(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    def add_response(self, response: AirlineResponse) -> bool:
+        """Record one airline's answer; False if it is a duplicate or comes too late."""
+        if self.done or response.airline in self.responses:
+            return False
+        self.responses[response.airline] = response
+        return True
+
+    def add_plan(self, control: AggregatorControl) -> bool:
+        if self.done or self.plan is not None:
+            return False
+        self.plan = Plan(
+            correlation_id=control.correlation_id,
+            reply_to=control.reply_to,
+            expected=list(control.expected_airlines),
+            not_served=list(control.not_served),
+            max_offers=control.max_offers,
+            deadline=control.deadline,
+        )
+        return True
+
+    def is_due(self, now: datetime) -> bool:
+        """Whether the reply should be sent now."""
+        if self.done or self.plan is None:
+            return False
+        if all(code in self.responses for code in self.plan.expected):
+            return True
+        return self.deadline_reached or now >= self.plan.deadline
+
+    def complete(self, now: datetime) -> SearchReply:
+        """Build the one reply and mark the aggregation done."""
+        plan = self.plan
+        assert plan is not None, "complete() needs a plan"
+        statuses: list[AirlineStatus] = []
+        ok_offers: list[Offer] = []
+        for code in plan.expected:
+            response = self.responses.get(code)
+            if response is None:
+                statuses.append(
+                    AirlineStatus(airline=code, status=AirlineOutcome.TIMEOUT, error_code="no_response")
+                )
+            elif response.status is ResponseStatus.OK:
+                statuses.append(
+                    AirlineStatus(
+                        airline=code,
+                        status=AirlineOutcome.OK,
+                        offer_count=len(response.offers),
+                        latency_ms=response.latency_ms,
+                    )
+                )
+                ok_offers.extend(response.offers)
+            else:
+                outcome = (
+                    AirlineOutcome.TIMEOUT
+                    if response.status is ResponseStatus.TIMEOUT
+                    else AirlineOutcome.ERROR
+                )
+                statuses.append(
+                    AirlineStatus(
+                        airline=code,
+                        status=outcome,
+                        error_code=response.error.code if response.error else None,
+                        latency_ms=response.latency_ms,
+                    )
+                )
+        statuses += [
+            AirlineStatus(airline=code, status=AirlineOutcome.NOT_SERVED) for code in plan.not_served
+        ]
+        if not plan.expected:
+            status = ReplyStatus.NO_AIRLINES
+        elif all(s.status is AirlineOutcome.OK for s in statuses if s.airline in plan.expected):
+            status = ReplyStatus.COMPLETE
+        else:
+            status = ReplyStatus.PARTIAL
+        self.done = True
+        self.completed_at = now
+        return SearchReply(
+            request_id=self.request_id,
+            correlation_id=plan.correlation_id,
+            reply_to=plan.reply_to,
+            status=status,
+            offers=merge_offers(ok_offers, plan.max_offers, now),
+            airlines=statuses,
+            deadline=plan.deadline,
+            completed_at=now,
+        )
+
+
+def merge_offers(offers: list[Offer], max_offers: int, now: datetime) -> list[Offer]:
+    """Drop expired offers, dedupe the same trip at the same price, sort by total price, cap."""
+    live = sorted(
+        (o for o in offers if o.expires_at > now), key=lambda o: (o.total_amount, o.airline, o.offer_id)
+    )
+    seen: set[tuple[str, ...]] = set()
+    merged: list[Offer] = []
+    for offer in live:
+        key = offer.itinerary_key()
+        if key in seen:
+            continue
+        seen.add(key)
+        merged.append(offer)
+        if len(merged) >= max_offers:
+            break
+    return merged
