@@ -73,7 +73,8 @@ async def _topics(settings: Settings, _: argparse.Namespace) -> int:
     )
     for spec in specs:
         print(
-            f"{spec.name:<32} {spec.partitions:>3} partitions  retention {spec.retention_ms // 3_600_000:>4} h  "
+            f"{spec.name:<32} {spec.partitions:>3} partitions  "
+            f"retention {spec.retention_ms // 3_600_000:>4} h  "
             f"{spec.cleanup_policy:<8} {outcome[spec.name]}"
         )
     return 0
@@ -83,7 +84,7 @@ def format_result(result: dict[str, Any]) -> str:
     """A search result as a table a person can read."""
     lines = [f"request {result['request_id']}  status {result['status']}  in {result['elapsed_ms']} ms", ""]
     lines.append(
-        f"{'#':>2}  {'airline':<7} {'price':>12}  {'cabin':<15} {'brand':<12} {'flights':<16} "
+        f"{'#':>2}  {'airline':<7} {'price':>12}  {'cabin':<15} {'brand':<16} {'flights':<16} "
         f"{'depart':<16} {'arrive':<16} {'time':>6}"
     )
     for i, offer in enumerate(result["offers"], 1):
@@ -91,10 +92,10 @@ def format_result(result: dict[str, Any]) -> str:
             head = (
                 (
                     f"{i:>2}  {offer['airline']:<7} {offer['total_amount'] + ' ' + offer['currency']:>12}  "
-                    f"{offer['cabin']:<15} {(offer['fare_brand'] or '-')[:12]:<12} "
+                    f"{offer['cabin']:<15} {(offer['fare_brand'] or '-')[:16]:<16} "
                 )
                 if j == 0
-                else " " * 54
+                else " " * 58
             )
             hours, minutes = divmod(sl["duration_minutes"], 60)
             lines.append(
@@ -105,7 +106,8 @@ def format_result(result: dict[str, Any]) -> str:
     for a in result["airlines"]:
         latency = f"{a['latency_ms']} ms" if a.get("latency_ms") is not None else "-"
         lines.append(
-            f"{a['airline']:<8} {a['status']:<11} {a['offer_count']:>6} {latency:>9}  {a.get('error_code') or ''}"
+            f"{a['airline']:<8} {a['status']:<11} {a['offer_count']:>6} {latency:>9}  "
+            f"{a.get('error_code') or ''}"
         )
     return "\n".join(lines)
 

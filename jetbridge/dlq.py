@@ -21,7 +21,7 @@ def dead_letter(
     stage: str,
     error: BaseException,
     attempts: int = 1,
-) -> tuple[DeadLetter, list[tuple[str, str | bytes | None]]]:
+) -> tuple[DeadLetter, list[tuple[str, bytes]]]:
     """The DLQ record for a failed event and the headers to send it with (the original ones plus
     ``dlq.*``)."""
     code = error.code if isinstance(error, JetbridgeError) else "internal"
@@ -45,7 +45,9 @@ def dead_letter(
         first_failed_at=now,
         failed_at=now,
     )
-    dlq_headers: list[tuple[str, str | bytes | None]] = [(k, v.encode()) for k, v in headers.items() if not k.startswith("dlq.")] + [
+    dlq_headers: list[tuple[str, bytes]] = [
+        (k, v.encode()) for k, v in headers.items() if not k.startswith("dlq.")
+    ] + [
         ("dlq.original_topic", topic.encode()),
         ("dlq.original_partition", str(partition).encode()),
         ("dlq.original_offset", str(offset).encode()),

@@ -52,7 +52,7 @@ HEADER_CLIENT_ID = "client_id"
 HEADER_DEADLINE_MS = "deadline_ms"
 HEADER_TRACEPARENT = "traceparent"
 
-Headers = list[tuple[str, str | bytes | None]]
+Headers = list[tuple[str, bytes]]
 
 
 def new_traceparent() -> str:
@@ -108,7 +108,8 @@ class AsyncProducer:
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 1,
-            # No compression: events are small and latency matters; faust (aiokafka) reads them without extra codecs.
+            # No compression: events are small and latency matters, and faust (aiokafka) then reads
+            # them without extra codec libraries.
             "compression.type": "none",
         }
         base.update(config)

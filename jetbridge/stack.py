@@ -120,7 +120,7 @@ class Component:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _alive_group(pid):
+        while time.monotonic() < deadline and _alive_group(pid):  # noqa: ASYNC110 - polling another process
             await asyncio.sleep(0.1)
         if _alive_group(pid):
             say(f"{self.name}: did not stop in {timeout_s:.0f} s, killing")

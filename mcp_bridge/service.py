@@ -198,7 +198,7 @@ class SearchService:
         code: str | None,
         started: float,
     ) -> None:
-        """Write the audit record off the reply path; a failure to audit is logged, never shown to the agent."""
+        """Write the audit record off the reply path; a failed audit is logged, never shown to the agent."""
         record = AuditRecord(
             client_id=client_id,
             request_id=request_id,

@@ -9,6 +9,7 @@ deadline passed. A completed aggregation ignores everything after, so each reque
 from __future__ import annotations
 
 from datetime import datetime
+
 from pydantic import BaseModel, Field
 
 from schemas.models import (

@@ -122,12 +122,14 @@ def build_app(settings: Settings) -> faust.App:
     calls_topics = {
         a.code: app.topic(airline_calls_topic(a.code), key_type=bytes, value_type=bytes) for a in ctx.airlines
     }
-    table = app.Table("aggregations", default=None, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes)
+    table = app.Table(
+        "aggregations", default=None, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
+    )
     # Which tick each aggregation was last sent, so a timer pass does not send it twice.
     ticked: dict[str, str] = {}
 
     async def send(
-        topic: Any, topic_name: str, key: str, event: Event, headers: Sequence[tuple[str, str | bytes | None]]
+        topic: Any, topic_name: str, key: str, event: Event, headers: Sequence[tuple[str, bytes]]
     ) -> None:
         codec = await ctx.codec()
         delivery = await topic.send(

@@ -40,7 +40,15 @@ from starlette.routing import Route
 __all__ = ["RegistryState", "build_app", "is_backward_compatible"]
 
 _CT = "application/vnd.schemaregistry.v1+json"
-_LEVELS = {"NONE", "BACKWARD", "FORWARD", "FULL", "BACKWARD_TRANSITIVE", "FORWARD_TRANSITIVE", "FULL_TRANSITIVE"}
+_LEVELS = {
+    "NONE",
+    "BACKWARD",
+    "FORWARD",
+    "FULL",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD_TRANSITIVE",
+    "FULL_TRANSITIVE",
+}
 _PROMOTIONS = {
     "int": {"int", "long", "float", "double"},
     "long": {"long", "float", "double"},
@@ -216,7 +224,11 @@ def build_app(state: RegistryState) -> Starlette:
             if existing is not None and existing in versions:
                 return _ok({"id": existing})
             if not _compatible(state.level(subject), schema, [state.schemas[i] for i in versions]):
-                return _error(409, 409, f"Schema being registered is incompatible with an earlier schema for subject {subject}")
+                return _error(
+                    409,
+                    409,
+                    f"Schema being registered is incompatible with an earlier schema for subject {subject}",
+                )
             schema_id = existing if existing is not None else max(state.schemas, default=0) + 1
             state.schemas[schema_id] = schema
             versions.append(schema_id)
@@ -246,9 +258,13 @@ def build_app(state: RegistryState) -> Starlette:
         schema_id = int(request.path_params["id"])
         if schema_id not in state.schemas:
             return _error(404, 40403, "Schema not found")
-        return _ok([
-            {"subject": s, "version": v.index(schema_id) + 1} for s, v in state.subjects.items() if schema_id in v
-        ])
+        return _ok(
+            [
+                {"subject": s, "version": v.index(schema_id) + 1}
+                for s, v in state.subjects.items()
+                if schema_id in v
+            ]
+        )
 
     async def subjects(_: Request) -> JSONResponse:
         return _ok(sorted(state.subjects))
@@ -292,7 +308,9 @@ def build_app(state: RegistryState) -> Starlette:
         return _ok({"compatibilityLevel": state.level(subject)})
 
     async def health(_: Request) -> JSONResponse:
-        return _ok({"status": "ok", "implementation": "jetbridge local stand-in", "schemas": len(state.schemas)})
+        return _ok(
+            {"status": "ok", "implementation": "jetbridge local stand-in", "schemas": len(state.schemas)}
+        )
 
     return Starlette(
         routes=[

@@ -1,0 +1,95 @@
+"""The boundary every airline call crosses: one time budget, one error tree, one log context.
+
+`guarded_search` runs a kind's search inside ``anyio.fail_after(timeout_s)`` and guarantees that only
+`AirlineError` subclasses leave it:
+
+    budget spent (ours or the client library's)            → AirlineTimeout
+    AirlineError raised by the kind                          → as raised
+    ValueError/KeyError/TypeError/... while mapping the body → AirlineBadResponse
+    anything else                                            → AirlineError (logged with its traceback)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+from pydantic import SecretStr
+from structlog.contextvars import bound_contextvars
+
+from jetbridge.airlines import Airline
+from jetbridge.errors import AirlineBadResponse, AirlineError, AirlineTimeout
+from jetbridge.log import get_logger
+from schemas.models import Offer
+
+__all__ = ["MAPPING_ERRORS", "api_key", "guarded_search"]
+
+log = get_logger("connectors")
+
+# What mapping an airline's body into our model raises when the body breaks the contract.
+# (pydantic's ValidationError and our UntrustedValue are ValueErrors; RecursionError is deep nesting.)
+MAPPING_ERRORS: tuple[type[Exception], ...] = (ValueError, KeyError, TypeError, IndexError, RecursionError)
+
+
+def api_key(airline: Airline) -> SecretStr:
+    """The airline's credential; a predictable development key when its variable is unset (local stack)."""
+    return airline.api_key() or SecretStr(f"dev-key-{airline.code.lower()}")
+
+
+async def guarded_search(
+    airline: Airline,
+    kind: str,
+    *,
+    request_id: str,
+    timeout_s: float,
+    search: Callable[[], Awaitable[list[Offer]]],
+) -> list[Offer]:
+    """Run ``search`` within the budget; map every failure onto the error tree and log the outcome."""
+    started = time.perf_counter()
+    with bound_contextvars(airline=airline.code, request_id=request_id, connector_kind=kind):
+        try:
+            if timeout_s <= 0:
+                raise AirlineTimeout(f"{airline.code}: no time left for the call")
+            with anyio.fail_after(timeout_s):
+                offers = await search()
+        except Exception as exc:
+            error = _classify(airline, exc, timeout_s)
+            if type(error) is AirlineError:
+                log.error("airline call failed unexpectedly", error_type=type(exc).__name__, exc_info=exc)
+            else:
+                log.warning(
+                    "airline search failed",
+                    error_code=error.code,
+                    error=error.message,
+                    latency_ms=_ms(started),
+                )
+            if error is exc:
+                raise
+            raise error from exc
+        log.info("airline search done", offers=len(offers), latency_ms=_ms(started))
+        return offers
+
+
+def _classify(airline: Airline, exc: Exception, timeout_s: float) -> AirlineError:
+    if isinstance(exc, AirlineError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return AirlineTimeout(f"{airline.code}: no answer within {timeout_s:.2f}s")
+    if isinstance(exc, MAPPING_ERRORS):
+        return AirlineBadResponse(f"{airline.code}: answer breaks the contract ({_describe(exc)})")
+    return AirlineError(f"{airline.code}: unexpected {type(exc).__name__}")
+
+
+def _describe(exc: Exception) -> str:
+    # A pydantic error would quote the offending input (airline text); name only its type and count.
+    count = getattr(exc, "error_count", None)
+    if callable(count):
+        return f"{type(exc).__name__}: {count()} invalid field(s)"
+    if isinstance(exc, KeyError):
+        return f"missing field {str(exc)[:60]}"
+    return f"{type(exc).__name__}: {str(exc)[:160]}"
+
+
+def _ms(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)

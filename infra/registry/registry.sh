@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The schema registry of the local stack: the LOCAL STAND-IN in infra/registry/local_registry.py, which
+# speaks the Confluent Schema Registry REST API (see infra/registry/README.md for why not a real one).
+#
+#   infra/registry/registry.sh start    start if not running, wait until it answers
+#   infra/registry/registry.sh stop     stop the registry this script started (by its PID file)
+#   infra/registry/registry.sh status   say whether it runs
+#
+# Settings (environment): JB_HOME (state, default <repo>/.jetbridge), JB_REGISTRY_PORT (8081),
+# JB_PYTHON (interpreter, default <repo>/.venv/bin/python).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+home=${JB_HOME:-$repo/.jetbridge}
+port=${JB_REGISTRY_PORT:-8081}
+python=${JB_PYTHON:-$repo/.venv/bin/python}
+pidfile=$home/run/registry.pid
+logfile=$home/logs/registry.log
+state=$home/registry/state.json
+
+say() { printf 'registry: %s\n' "$*" >&2; }
+
+running() {
+  [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+answers() {
+  "$python" - "$port" <<'PY' 2>/dev/null
+import sys, urllib.request
+urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/subjects", timeout=1).read()
+PY
+}
+
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+start() {
+  if running; then say "already running (pid $(cat "$pidfile")) on http://127.0.0.1:$port"; return 0; fi
+  if port_open "$port"; then
+    say "port $port is taken by a process this script did not start; set JB_REGISTRY_PORT"; return 1
+  fi
+  mkdir -p "$home/run" "$home/logs" "$home/registry"
+  say "starting the local stand-in registry on http://127.0.0.1:$port"
+  (cd "$repo" && exec setsid "$python" -m infra.registry.local_registry --host 127.0.0.1 --port "$port" \
+    --data "$state") >>"$logfile" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  local waited=0
+  until answers; do
+    if ! running; then say "exited while starting; last lines of $logfile:"; tail -n 20 "$logfile" >&2; return 1; fi
+    if (( waited >= 300 )); then say "not ready after 30 s; see $logfile"; return 1; fi
+    sleep 0.1; waited=$((waited + 1))
+  done
+  say "ready on http://127.0.0.1:$port (pid $(cat "$pidfile"))"
+}
+
+stop() {
+  if ! running; then rm -f "$pidfile"; say "not running"; return 0; fi
+  local pid; pid=$(cat "$pidfile")
+  say "stopping (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then say "still running after 10 s, killing"; kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$pidfile"
+}
+
+status() {
+  if running; then echo "registry: running (pid $(cat "$pidfile")) on http://127.0.0.1:$port"; else echo "registry: stopped"; return 3; fi
+}
+
+case ${1:-} in
+  fetch) ;;  # nothing to fetch: it runs from the project's own virtualenv
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

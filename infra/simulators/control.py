@@ -1,0 +1,61 @@
+"""The simulators' control API (JSON): inspect and change each airline's latency and faults.
+
+    GET  /health               {"status": "ok"}
+    GET  /airlines             every airline's settings, endpoint and whether it is listening
+    GET  /airlines/{code}      one airline
+    PUT  /airlines/{code}      partial update: latency_ms, jitter_ms, fault, fault_rate, slow_ms
+    POST /reset                every airline back to its start-up settings (refused servers restart)
+
+A PUT answers only once the change is in force, so a test can act on it straight away.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from infra.simulators.faults import FaultPatch
+
+if TYPE_CHECKING:
+    from infra.simulators.supervisor import Simulators
+
+__all__ = ["build_control_app"]
+
+
+def build_control_app(sims: Simulators) -> Starlette:
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "airlines": sims.codes()})
+
+    async def list_airlines(_: Request) -> JSONResponse:
+        return JSONResponse(sims.status())
+
+    async def one_airline(request: Request) -> JSONResponse:
+        code = str(request.path_params["code"]).upper()
+        if code not in sims.codes():
+            return JSONResponse({"error": f"unknown airline {code[:8]!r}"}, status_code=404)
+        if request.method == "PUT":
+            try:
+                patch = FaultPatch.model_validate_json(await request.body())
+            except ValidationError as exc:
+                errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
+                return JSONResponse({"error": "invalid settings", "details": errors}, status_code=422)
+            await sims.configure(code, patch)
+        return JSONResponse({code: sims.status()[code]})
+
+    async def reset(_: Request) -> JSONResponse:
+        await sims.reset()
+        return JSONResponse(sims.status())
+
+    return Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/airlines", list_airlines, methods=["GET"]),
+            Route("/airlines/{code}", one_airline, methods=["GET", "PUT"]),
+            Route("/reset", reset, methods=["POST"]),
+        ]
+    )

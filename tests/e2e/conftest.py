@@ -1,0 +1,101 @@
+"""The whole local stack for end-to-end tests: `jetbridge up` on test ports, driven through MCP over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client
+
+from jetbridge.airlines import DEFAULT_REGISTRY
+from jetbridge.backends import Infra
+from jetbridge.settings import REPO_ROOT
+
+BRIDGE_PORT = 18080
+SECOND_BRIDGE_PORT = 18090
+SIM_CONTROL_PORT = 19100
+AIRLINE_PORT_SHIFT = 10000  # 9201 -> 19201: the test stack never collides with a developer's stack
+
+
+@dataclass(frozen=True)
+class Stack:
+    home: Path
+    env: dict[str, str]
+    bridge_url: str
+    control_url: str
+
+    def jetbridge(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "jetbridge.cli", *args],
+            env=self.env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def _test_registry(home: Path) -> Path:
+    text = DEFAULT_REGISTRY.read_text(encoding="utf-8")
+    text = re.sub(r"127\.0\.0\.1:(\d+)", lambda m: f"127.0.0.1:{int(m.group(1)) + AIRLINE_PORT_SHIFT}", text)
+    path = home / "airlines.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack(infra: Infra, test_home: Path) -> Iterator[Stack]:
+    env = dict(
+        os.environ,
+        JB_HOME=str(test_home),
+        JB_AIRLINES_FILE=str(_test_registry(test_home)),
+        JB_BRIDGE_PORT=str(BRIDGE_PORT),
+        JB_SIM_CONTROL_PORT=str(SIM_CONTROL_PORT),
+        KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
+        SCHEMA_REGISTRY_URL=infra.registry_url,
+        JB_LOG_FORMAT="json",
+    )
+    stack = Stack(
+        home=test_home,
+        env=env,
+        bridge_url=f"http://127.0.0.1:{BRIDGE_PORT}/mcp",
+        control_url=f"http://127.0.0.1:{SIM_CONTROL_PORT}",
+    )
+    result = stack.jetbridge("up")
+    if result.returncode != 0:
+        stack.jetbridge("down")
+        pytest.fail(f"jetbridge up failed:\n{result.stdout}\n{result.stderr}")
+    print(result.stdout)
+    try:
+        yield stack
+    finally:
+        stack.jetbridge("down")
+
+
+@pytest.fixture
+async def simulators(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """The simulators' control API; every airline is reset after the test."""
+    async with httpx.AsyncClient(base_url=stack.control_url, timeout=10, trust_env=False) as client:
+        await client.post("/reset")
+        try:
+            yield client
+        finally:
+            await client.post("/reset")
+
+
+async def call_tool(url: str, name: str, arguments: dict[str, Any]) -> Any:
+    async with Client(url) as client:
+        return await client.call_tool(name, arguments)
+
+
+def error_text(result: Any) -> str:
+    return " ".join(getattr(c, "text", "") for c in result.content)

@@ -1,0 +1,231 @@
+"""An AI agent's flight search across the whole backbone: MCP client -> bridge -> Kafka -> router ->
+connectors -> airline simulators -> aggregator -> bridge, on real Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from jetbridge.settings import REPO_ROOT, Settings
+from jetbridge.topics import AUDIT, DLQ, REQUESTS
+from schemas.models import DeadLetter
+from tests.e2e.conftest import SECOND_BRIDGE_PORT, Stack, call_tool, error_text
+from tests.support.kafka_tools import KafkaProbe
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
+
+SOON = (datetime.now(UTC).date() + timedelta(days=21)).isoformat()
+KINDS = {"BA": "ndc", "AA": "ndc", "VS": "rest", "DL": "rest", "AY": "mcp"}
+
+
+def search_args(**overrides: Any) -> dict[str, Any]:
+    return {"origin": "LHR", "destination": "JFK", "departure_date": SOON, "adults": 1} | overrides
+
+
+async def timed_search(url: str, arguments: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """A search and the seconds the tool call took (session set-up excluded)."""
+    from mcp import Client
+
+    async with Client(url) as client:
+        started = time.monotonic()
+        result = await client.call_tool("search_offers", arguments)
+        elapsed = time.monotonic() - started
+    assert not result.is_error, error_text(result)
+    assert result.structured_content is not None
+    return result.structured_content, elapsed
+
+
+async def test_search_merges_offers_from_every_connector_kind(
+    stack: Stack, simulators: httpx.AsyncClient
+) -> None:
+    result, elapsed = await timed_search(stack.bridge_url, search_args(max_offers=50))
+    statuses = {a["airline"]: a["status"] for a in result["airlines"]}
+    assert statuses == dict.fromkeys(KINDS, "ok"), statuses
+    assert result["status"] == "complete"
+    airlines_with_offers = {o["airline"] for o in result["offers"]}
+    assert {KINDS[a] for a in airlines_with_offers} == {"ndc", "rest", "mcp"}
+    assert len(airlines_with_offers) >= 3
+    prices = [Decimal(o["total_amount"]) for o in result["offers"]]
+    assert prices == sorted(prices), "offers are sorted by total price"
+    assert len(result["offers"]) <= 50
+    for offer in result["offers"]:
+        assert offer["slices"][0]["origin"] == "LHR"
+        assert offer["slices"][-1]["destination"] == "JFK"
+    assert elapsed < 3.0 + 0.5
+
+
+async def test_list_airlines_names_every_connected_airline(stack: Stack) -> None:
+    result = await call_tool(stack.bridge_url, "list_airlines", {})
+    assert not result.is_error
+    rows = result.structured_content["result"]
+    assert {r["code"]: r["connector_kind"] for r in rows} == KINDS
+    assert all(r["routes_served"] > 10 and r["status"] == "active" for r in rows)
+
+
+async def test_slow_airline_yields_timeout_within_deadline_and_others_intact(
+    stack: Stack, simulators: httpx.AsyncClient
+) -> None:
+    assert (
+        await simulators.put("/airlines/DL", json={"fault": "slow", "slow_ms": 10_000})
+    ).status_code == 200
+    result, elapsed = await timed_search(stack.bridge_url, search_args(deadline_ms=2000))
+    statuses = {a["airline"]: a for a in result["airlines"]}
+    assert statuses["DL"]["status"] == "timeout"
+    assert result["status"] == "partial"
+    assert all(statuses[c]["status"] == "ok" for c in ("BA", "AA", "VS", "AY"))
+    assert {o["airline"] for o in result["offers"]} == {"BA", "AA", "VS", "AY"}
+    assert elapsed <= 2.0 + 0.5, f"reply took {elapsed:.3f} s for a 2 s deadline"
+
+
+async def test_stopped_airline_is_reported_and_others_answer(
+    stack: Stack, simulators: httpx.AsyncClient
+) -> None:
+    assert (await simulators.put("/airlines/AA", json={"fault": "refuse"})).status_code == 200
+    result, elapsed = await timed_search(stack.bridge_url, search_args(deadline_ms=2500))
+    statuses = {a["airline"]: a for a in result["airlines"]}
+    assert statuses["AA"]["status"] in ("error", "timeout")
+    assert statuses["AA"]["error_code"] in ("airline_unavailable", "airline_timeout")
+    assert {o["airline"] for o in result["offers"]} == {"BA", "VS", "DL", "AY"}
+    assert elapsed <= 2.5 + 0.5
+
+
+async def test_malformed_airline_response_yields_error_and_dead_letter(
+    stack: Stack, simulators: httpx.AsyncClient, kafka: KafkaProbe
+) -> None:
+    assert (await simulators.put("/airlines/VS", json={"fault": "malformed"})).status_code == 200
+    before = await kafka.end_offsets(DLQ)
+    result, _ = await timed_search(stack.bridge_url, search_args())
+    statuses = {a["airline"]: a for a in result["airlines"]}
+    assert statuses["VS"]["status"] == "error"
+    assert statuses["VS"]["error_code"] == "airline_bad_response"
+    assert {o["airline"] for o in result["offers"]} == {"BA", "AA", "DL", "AY"}
+
+    request_id = result["request_id"]
+
+    def found(messages: list[Any]) -> bool:
+        return any(kafka.headers(m).get("request_id") == request_id for m in messages)
+
+    messages = await kafka.read_since(DLQ, before, until_s=10, want=found)
+    mine = [m for m in messages if kafka.headers(m).get("request_id") == request_id]
+    assert len(mine) == 1
+    headers = kafka.headers(mine[0])
+    assert headers["dlq.original_topic"] == "jb.airline.VS.calls.v1"
+    assert headers["dlq.stage"] == "connector.VS"
+    assert headers["dlq.error_code"] == "airline_bad_response"
+    assert headers["correlation_id"]
+    assert kafka.codec is not None
+    record = await kafka.codec.decode(mine[0].value(), DeadLetter)
+    assert record.original_offset == int(headers["dlq.original_offset"])
+    assert record.payload is not None
+    assert record.payload == mine[0].value() or record.payload[0] == 0, "the original call, byte-for-byte"
+
+
+BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
+    ({"origin": "XQX"}, "origin"),
+    ({"destination": "NOPE"}, "destination"),
+    ({"departure_date": "2020-01-01"}, "departure_date"),
+    ({"return_date": "2020-01-01"}, "return_date"),
+    ({"adults": 0}, "adults"),
+    ({"adults": 6, "children": 4}, "adults"),
+    ({"adults": 1, "infants": 2}, "infants"),
+    ({"cabin": "galley"}, "cabin"),
+    ({"airlines": ["ZZ"]}, "airlines"),
+    ({"max_offers": 0}, "max_offers"),
+    ({"deadline_ms": 999_999}, "deadline_ms"),
+]
+
+
+async def test_bad_input_gets_a_tool_error_naming_the_field_and_publishes_nothing(
+    stack: Stack, kafka: KafkaProbe
+) -> None:
+    before = {t: await kafka.end_offsets(t) for t in (REQUESTS, AUDIT)}
+    from mcp import Client
+
+    async with Client(stack.bridge_url) as client:
+        for overrides, field in BAD_INPUTS:
+            result = await client.call_tool("search_offers", search_args(**overrides))
+            assert result.is_error, overrides
+            assert f"'{field}'" in error_text(result), (field, error_text(result))
+        typed = await client.call_tool("search_offers", search_args(adults="two"))
+        assert typed.is_error
+        assert "adults" in error_text(typed)
+    after = {t: await kafka.end_offsets(t) for t in (REQUESTS, AUDIT)}
+    assert after == before, "no event may be produced for rejected input"
+
+
+async def test_poison_request_goes_to_dead_letter_and_stream_goes_on(
+    stack: Stack, settings: Settings, kafka: KafkaProbe, simulators: httpx.AsyncClient
+) -> None:
+    from jetbridge.kafka import AsyncProducer
+
+    poison = b"\x00\x00\x00\x00\x01 this is not avro"
+    before = await kafka.end_offsets(DLQ)
+    producer = AsyncProducer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    sent = await producer.send(
+        REQUESTS, key=b"poison-key", value=poison, headers=[("request_id", b"poison-1")]
+    )
+    await producer.close()
+
+    def found(messages: list[Any]) -> bool:
+        return any(kafka.headers(m).get("request_id") == "poison-1" for m in messages)
+
+    messages = [m for m in await kafka.read_since(DLQ, before, until_s=15, want=found) if found([m])]
+    assert len(messages) == 1
+    headers = kafka.headers(messages[0])
+    assert headers["dlq.stage"] == "router"
+    assert headers["dlq.error_code"] == "decode"
+    assert headers["dlq.original_offset"] == str(sent.offset)
+    assert messages[0].key() == b"poison-key"
+    assert kafka.codec is not None
+    record = await kafka.codec.decode(messages[0].value(), DeadLetter)
+    assert record.payload == poison
+    result, _ = await timed_search(stack.bridge_url, search_args())
+    assert result["status"] == "complete", "the router kept going after the poison event"
+
+
+async def test_two_bridge_instances_each_receive_exactly_their_own_replies(
+    stack: Stack, simulators: httpx.AsyncClient
+) -> None:
+    env = dict(stack.env, JB_BRIDGE_PORT=str(SECOND_BRIDGE_PORT))
+    log = (stack.home / "logs" / "bridge-second.log").open("ab")
+    second = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the test then polls its health
+        [sys.executable, "-m", "mcp_bridge"], env=env, cwd=REPO_ROOT, stdout=log, stderr=log
+    )
+    second_url = f"http://127.0.0.1:{SECOND_BRIDGE_PORT}/mcp"
+    try:
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    async with httpx.AsyncClient(trust_env=False) as http:
+                        if (
+                            await http.get(f"http://127.0.0.1:{SECOND_BRIDGE_PORT}/health")
+                        ).status_code == 200:
+                            break
+                except httpx.HTTPError:
+                    pass
+                await anyio.sleep(0.2)
+        # Different routes per instance, so a reply delivered to the wrong instance would show.
+        jobs = [(stack.bridge_url, "LHR", "JFK"), (second_url, "JFK", "LHR")] * 4
+        results = await asyncio.gather(
+            *(timed_search(url, search_args(origin=o, destination=d, deadline_ms=4000)) for url, o, d in jobs)
+        )
+        ids = [r["request_id"] for r, _ in results]
+        assert len(set(ids)) == len(jobs), "every call got its own reply"
+        for (url, origin, destination), (result, _) in zip(jobs, results, strict=True):
+            assert result["offers"], url
+            for offer in result["offers"]:
+                assert offer["slices"][0]["origin"] == origin, (url, offer)
+                assert offer["slices"][0]["destination"] == destination
+    finally:
+        second.terminate()
+        second.wait(timeout=20)
+        log.close()
