@@ -50,10 +50,21 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_all)
     ready = settings.run_dir / "connectors.ready"
-    ready.parent.mkdir(parents=True, exist_ok=True)
-    ready.write_text(str(time.time()))
+    running = [asyncio.create_task(w.run(), name=f"connector-{w.airline.code}") for w in workers]
     try:
-        await asyncio.gather(*(w.run() for w in workers))
+        # Healthy = every worker is a placed member of its consumer group (a call would reach it).
+        give_up = loop.time() + 60
+        while not all(w.assigned.is_set() for w in workers) and loop.time() < give_up:
+            if any(t.done() for t in running):
+                break  # a worker crashed: gather below raises its error
+            await asyncio.sleep(0.05)
+        if all(w.assigned.is_set() for w in workers):
+            ready.parent.mkdir(parents=True, exist_ok=True)
+            ready.write_text(str(time.time()))
+            log.info("connectors ready", airlines=wanted)
+        else:
+            log.error("connector workers not assigned partitions within 60 s", airlines=wanted)
+        await asyncio.gather(*running)
     finally:
         ready.unlink(missing_ok=True)
         await http.aclose()

@@ -97,6 +97,8 @@ class ConnectorWorker:
         self._tracker = OffsetTracker()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self.assigned = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer = AsyncConsumer(
             consumer_config
             | {
@@ -111,7 +113,8 @@ class ConnectorWorker:
 
     async def run(self) -> None:
         """Consume until ``stop()``; then finish what is in flight and commit it."""
-        await self._consumer.subscribe([self._topic], on_revoke=self._on_revoke)
+        self._loop = asyncio.get_running_loop()
+        await self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         commit_task = asyncio.create_task(self._commit_loop())
         log.info(
             "connector worker started", airline=self.airline.code, kind=self.airline.kind, topic=self._topic
@@ -143,6 +146,11 @@ class ConnectorWorker:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Runs on the consumer thread; the group has placed this worker, so calls will reach it.
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.assigned.set)
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         # Runs on the consumer thread inside poll; calls still in flight for these partitions will be

@@ -200,7 +200,17 @@ class AsyncConsumer:
         await self._run(self._consumer.assign, partitions)
 
     async def consume(self, max_messages: int = 100, timeout_s: float = 0.1) -> list[Message]:
-        messages: list[Message] = await self._run(self._consumer.consume, max_messages, timeout_s)
+        """Up to ``max_messages``, returning as soon as one is there (librdkafka's own ``consume``
+        would wait for the whole batch or the timeout, which adds the timeout to every quiet hop)."""
+
+        def take() -> list[Message]:
+            first = self._consumer.poll(timeout_s)
+            if first is None:
+                return []
+            more = self._consumer.consume(max_messages - 1, 0) if max_messages > 1 else []
+            return [first, *more]
+
+        messages: list[Message] = await self._run(take)
         return messages
 
     async def commit(self, offsets: list[TopicPartition]) -> None:

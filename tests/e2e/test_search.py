@@ -229,3 +229,43 @@ async def test_two_bridge_instances_each_receive_exactly_their_own_replies(
         second.terminate()
         second.wait(timeout=20)
         log.close()
+
+
+async def test_poison_airline_call_goes_to_dead_letter_and_worker_goes_on(
+    stack: Stack, settings: Settings, kafka: KafkaProbe, simulators: httpx.AsyncClient
+) -> None:
+    from jetbridge.kafka import AsyncProducer
+
+    before = await kafka.end_offsets(DLQ)
+    producer = AsyncProducer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    poison = b"not even framed"
+    await producer.send(
+        "jb.airline.BA.calls.v1", key=b"poison-call", value=poison, headers=[("request_id", b"p-2")]
+    )
+    await producer.close()
+
+    def found(messages: list[Any]) -> bool:
+        return any(kafka.headers(m).get("request_id") == "p-2" for m in messages)
+
+    messages = [m for m in await kafka.read_since(DLQ, before, until_s=15, want=found) if found([m])]
+    assert len(messages) == 1
+    headers = kafka.headers(messages[0])
+    assert headers["dlq.stage"] == "connector.BA"
+    assert headers["dlq.error_code"] == "decode"
+    assert headers["dlq.original_topic"] == "jb.airline.BA.calls.v1"
+    assert kafka.codec is not None
+    assert (await kafka.codec.decode(messages[0].value(), DeadLetter)).payload == poison
+    result, _ = await timed_search(stack.bridge_url, search_args(airlines=["BA"]))
+    assert [(a["airline"], a["status"]) for a in result["airlines"]] == [("BA", "ok")]
+
+
+async def test_airlines_that_do_not_fly_the_route_are_reported_not_served(stack: Stack) -> None:
+    result, _ = await timed_search(stack.bridge_url, search_args(destination="HEL", airlines=["AY", "VS"]))
+    statuses = {a["airline"]: a["status"] for a in result["airlines"]}
+    assert statuses == {"AY": "ok", "VS": "not_served"}
+    assert {o["airline"] for o in result["offers"]} == {"AY"}
+
+    nobody, elapsed = await timed_search(stack.bridge_url, search_args(destination="HEL", airlines=["VS"]))
+    assert nobody["status"] == "no_airlines"
+    assert nobody["offers"] == []
+    assert elapsed < 1.0, "nobody to wait for: the reply comes at once, not at the deadline"
