@@ -23,15 +23,11 @@ data=$state/data
 pidfile=$home/run/kafka.pid
 logfile=$home/logs/kafka.log
 
+name=kafka
+# shellcheck source=../process.sh
+source "$here/../process.sh"
+
 say() { printf 'kafka: %s\n' "$*" >&2; }
-
-running() {
-  [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
-}
-
-port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
 
 fetch() {
   if [[ -f $libs/.complete ]]; then return 0; fi
@@ -85,24 +81,10 @@ start() {
   say "ready on 127.0.0.1:$port (pid $(cat "$pidfile"))"
 }
 
-stop() {
-  if ! running; then rm -f "$pidfile"; say "not running"; return 0; fi
-  local pid; pid=$(cat "$pidfile")
-  say "stopping (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  if kill -0 "$pid" 2>/dev/null; then say "still running after 30 s, killing"; kill -KILL "$pid" 2>/dev/null || true; fi
-  rm -f "$pidfile"
-}
-
-status() {
-  if running; then echo "kafka: running (pid $(cat "$pidfile")) on 127.0.0.1:$port"; else echo "kafka: stopped"; return 3; fi
-}
-
 case ${1:-} in
   fetch) fetch ;;
   start) start ;;
-  stop) stop ;;
-  status) status ;;
+  stop) stop_by_pidfile 30 ;;
+  status) print_status "127.0.0.1:$port" ;;
   *) echo "usage: $0 fetch|start|stop|status" >&2; exit 2 ;;
 esac

@@ -19,21 +19,17 @@ pidfile=$home/run/registry.pid
 logfile=$home/logs/registry.log
 state=$home/registry/state.json
 
-say() { printf 'registry: %s\n' "$*" >&2; }
+name=registry
+# shellcheck source=../process.sh
+source "$here/../process.sh"
 
-running() {
-  [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
-}
+say() { printf 'registry: %s\n' "$*" >&2; }
 
 answers() {
   "$python" - "$port" <<'PY' 2>/dev/null
 import sys, urllib.request
 urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/subjects", timeout=1).read()
 PY
-}
-
-port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 start() {
@@ -55,24 +51,10 @@ start() {
   say "ready on http://127.0.0.1:$port (pid $(cat "$pidfile"))"
 }
 
-stop() {
-  if ! running; then rm -f "$pidfile"; say "not running"; return 0; fi
-  local pid; pid=$(cat "$pidfile")
-  say "stopping (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then say "still running after 10 s, killing"; kill -KILL "$pid" 2>/dev/null || true; fi
-  rm -f "$pidfile"
-}
-
-status() {
-  if running; then echo "registry: running (pid $(cat "$pidfile")) on http://127.0.0.1:$port"; else echo "registry: stopped"; return 3; fi
-}
-
 case ${1:-} in
   fetch) ;;  # nothing to fetch: it runs from the project's own virtualenv
   start) start ;;
-  stop) stop ;;
-  status) status ;;
+  stop) stop_by_pidfile 10 ;;
+  status) print_status "http://127.0.0.1:$port" ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac
