@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from connectors.service import run_connectors
 from jetbridge.log import configure_logging
+from jetbridge.runtime import run
 from jetbridge.settings import get_settings
 
 
@@ -16,7 +16,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, process="connectors")
-    asyncio.run(run_connectors(settings, args.airline))
+    run(run_connectors(settings, args.airline))
 
 
 if __name__ == "__main__":

@@ -75,9 +75,7 @@ def _testcontainers() -> Iterator[Infra]:
             wait_for_logs(registry, "Installed features", timeout=120)
             host = registry.get_container_host_ip()
             port = registry.get_exposed_port(8080)
-            yield Infra(
-                "testcontainers", kafka.get_bootstrap_server(), f"http://{host}:{port}/apis/ccompat/v7"
-            )
+            yield Infra("testcontainers", kafka.get_bootstrap_server(), f"http://{host}:{port}/apis/ccompat/v7")
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ jetbridge down               stop everything the stack started
 jetbridge status             what runs, and whether it is healthy
 jetbridge demo               an AI-agent search through MCP, printed as a table
 jetbridge topics apply       declare every topic (idempotent)
+jetbridge bench              Jetbridge against a direct fan-out baseline, in one run (see bench/run.py)
 jetbridge run COMPONENT      run one component in the foreground (bridge, streams, connectors, simulators)
 """
 
@@ -17,6 +18,7 @@ import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from jetbridge.airlines import load_registry
@@ -41,9 +43,7 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
     print(f"  Kafka             {settings.kafka_bootstrap_servers}")
     print(f"  Schema registry   {settings.schema_registry_url}")
     if not args.no_simulators:
-        print(
-            f"  Simulator control http://{settings.simulator_host}:{settings.simulator_control_port}/airlines"
-        )
+        print(f"  Simulator control http://{settings.simulator_host}:{settings.simulator_control_port}/airlines")
     print(f"  Logs              {settings.log_dir}")
     return 0
 
@@ -106,8 +106,7 @@ def format_result(result: dict[str, Any]) -> str:
     for a in result["airlines"]:
         latency = f"{a['latency_ms']} ms" if a.get("latency_ms") is not None else "-"
         lines.append(
-            f"{a['airline']:<8} {a['status']:<11} {a['offer_count']:>6} {latency:>9}  "
-            f"{a.get('error_code') or ''}"
+            f"{a['airline']:<8} {a['status']:<11} {a['offer_count']:>6} {latency:>9}  {a.get('error_code') or ''}"
         )
     return "\n".join(lines)
 
@@ -143,6 +142,26 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    from bench.run import BenchConfig, run_benchmark
+
+    config = BenchConfig(
+        rates=[float(r) for r in args.rates.split(",")],
+        warmup_s=args.warmup,
+        hold_s=args.hold,
+        deadline_ms=args.deadline_ms,
+        sessions=args.sessions,
+        soak_s=args.soak,
+        soak_rate=args.soak_rate,
+    )
+    if args.out:
+        config.out_dir = Path(args.out)
+    folder = await run_benchmark(settings, config, _say)
+    print(f"\nresults: {folder}/results.json, latency.png, summary.md\n")
+    print((folder / "summary.md").read_text())
+    return 0
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     module = {
         "bridge": "mcp_bridge",
@@ -155,9 +174,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="jetbridge", description="Jetbridge: AI agents to airlines over Kafka."
-    )
+    parser = argparse.ArgumentParser(prog="jetbridge", description="Jetbridge: AI agents to airlines over Kafka.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the local stack in the background")
     p_up.add_argument("--no-simulators", action="store_true", help="do not start the airline simulators")
@@ -174,6 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--url", help="bridge URL (default from settings)")
     p_topics = sub.add_parser("topics", help="topic administration")
     p_topics.add_argument("action", choices=["apply"])
+    p_bench = sub.add_parser("bench", help="benchmark Jetbridge against a direct fan-out baseline")
+    p_bench.add_argument("--rates", default="10,20,50,100,150", help="offered searches/s, comma-separated")
+    p_bench.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up per rate (excluded)")
+    p_bench.add_argument("--hold", type=float, default=20.0, help="seconds measured per rate and system")
+    p_bench.add_argument("--deadline-ms", type=int, default=3000)
+    p_bench.add_argument("--sessions", type=int, default=8, help="MCP client sessions of the load generator")
+    p_bench.add_argument("--soak", type=float, default=0.0, help="then hold --soak-rate for this many seconds")
+    p_bench.add_argument("--soak-rate", type=float, default=20.0)
+    p_bench.add_argument("--out", help="results folder (default bench/results)")
     p_run = sub.add_parser("run", help="run one component in the foreground")
     p_run.add_argument("component", choices=["bridge", "streams", "connectors", "simulators"])
     p_run.add_argument("rest", nargs=argparse.REMAINDER)
@@ -181,7 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     if args.command == "run":
         return _run(settings, args)
-    handlers = {"up": _up, "down": _down, "status": _status, "demo": _demo, "topics": _topics}
+    handlers = {
+        "up": _up,
+        "down": _down,
+        "status": _status,
+        "demo": _demo,
+        "topics": _topics,
+        "bench": _bench,
+    }
     try:
         return asyncio.run(handlers[args.command](settings, args))
     except JetbridgeError as exc:

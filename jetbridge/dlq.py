@@ -45,9 +45,7 @@ def dead_letter(
         first_failed_at=now,
         failed_at=now,
     )
-    dlq_headers: list[tuple[str, bytes]] = [
-        (k, v.encode()) for k, v in headers.items() if not k.startswith("dlq.")
-    ] + [
+    dlq_headers: list[tuple[str, bytes]] = [(k, v.encode()) for k, v in headers.items() if not k.startswith("dlq.")] + [
         ("dlq.original_topic", topic.encode()),
         ("dlq.original_partition", str(partition).encode()),
         ("dlq.original_offset", str(offset).encode()),

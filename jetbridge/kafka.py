@@ -233,9 +233,7 @@ class AsyncConsumer:
 
         def ends() -> list[TopicPartition]:
             return [
-                TopicPartition(
-                    topic, p, self._consumer.get_watermark_offsets(TopicPartition(topic, p), 10.0)[1]
-                )
+                TopicPartition(topic, p, self._consumer.get_watermark_offsets(TopicPartition(topic, p), 10.0)[1])
                 for p in partitions
             ]
 
@@ -261,9 +259,7 @@ async def apply_topics(
     existing = set(metadata.topics)
     outcome: dict[str, str] = {}
     to_create = [
-        NewTopic(
-            s.name, num_partitions=s.partitions, replication_factor=replication_factor, config=s.configs()
-        )
+        NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication_factor, config=s.configs())
         for s in specs
         if s.name not in existing
     ]

@@ -106,9 +106,7 @@ class Component:
             if proc.poll() is not None:
                 raise ConfigurationError(f"{self.name} exited with {proc.returncode}:\n{_tail(self.logfile)}")
             if time.monotonic() - started > timeout_s:
-                raise ConfigurationError(
-                    f"{self.name} not healthy after {timeout_s:.0f} s:\n{_tail(self.logfile)}"
-                )
+                raise ConfigurationError(f"{self.name} not healthy after {timeout_s:.0f} s:\n{_tail(self.logfile)}")
             await asyncio.sleep(0.2)
         say(f"{self.name}: healthy in {time.monotonic() - started:.1f} s (pid {proc.pid})")
 
@@ -175,9 +173,7 @@ def components(settings: Settings) -> list[Component]:
 def _script(name: str, action: str, settings: Settings) -> subprocess.CompletedProcess[bytes]:
     script = REPO_ROOT / "infra" / name / f"{name}.sh"
     env = dict(os.environ, JB_HOME=str(settings.home))
-    return subprocess.run(
-        ["/bin/bash", str(script), action], env=env, check=False, capture_output=action == "status"
-    )
+    return subprocess.run(["/bin/bash", str(script), action], env=env, check=False, capture_output=action == "status")
 
 
 async def up(settings: Settings, say: Say, *, with_simulators: bool = True) -> float:
@@ -230,7 +226,5 @@ async def status(settings: Settings) -> list[tuple[str, str]]:
         if pid is None:
             rows.append((component.name, "stopped"))
         else:
-            rows.append(
-                (component.name, f"{'healthy' if await component.probe() else 'unhealthy'} (pid {pid})")
-            )
+            rows.append((component.name, f"{'healthy' if await component.probe() else 'unhealthy'} (pid {pid})"))
     return rows

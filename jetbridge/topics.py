@@ -73,8 +73,5 @@ def declared_topics(registry: AirlineRegistry, partitions: int = 6) -> list[Topi
         TopicSpec(DLQ, DeadLetter, 3, 14 * _DAY_MS),
         TopicSpec(AUDIT, AuditRecord, 3, 30 * _DAY_MS),
     ]
-    specs += [
-        TopicSpec(airline_calls_topic(a.code), AirlineCall, max(1, partitions // 2), _DAY_MS)
-        for a in registry
-    ]
+    specs += [TopicSpec(airline_calls_topic(a.code), AirlineCall, max(1, partitions // 2), _DAY_MS) for a in registry]
     return specs

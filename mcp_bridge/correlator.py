@@ -27,9 +27,7 @@ HEADER_REPLY_TO = "reply_to"
 
 
 class ReplyCorrelator:
-    def __init__(
-        self, *, instance_id: str, topic: str, codec: AvroCodec, consumer_config: dict[str, Any]
-    ) -> None:
+    def __init__(self, *, instance_id: str, topic: str, codec: AvroCodec, consumer_config: dict[str, Any]) -> None:
         self.instance_id = instance_id
         self._topic = topic
         self._codec = codec
@@ -38,7 +36,8 @@ class ReplyCorrelator:
             | {
                 "group.id": f"jb.bridge.{instance_id}",  # required by librdkafka; never joined or committed
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
+                # Answered as soon as a reply arrives; see connectors/worker.py on why not shorter.
+                "fetch.wait.max.ms": 500,
                 "fetch.min.bytes": 1,
             }
         )

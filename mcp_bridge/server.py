@@ -5,11 +5,10 @@ Tools take typed, validated arguments only; airlines are never reached from here
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import structlog
 import uvicorn
@@ -19,15 +18,25 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from jetbridge.airlines import AirlineRegistry
 from jetbridge.errors import DeadlineExceeded, InvalidInput, JetbridgeError
 from jetbridge.log import configure_logging, get_logger
-from jetbridge.runtime import Runtime, kafka_config, open_runtime
+from jetbridge.runtime import Runtime, kafka_config, open_runtime, run
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import REPLIES
 from mcp_bridge.correlator import ReplyCorrelator
 from mcp_bridge.service import SearchResult, SearchService
 
-__all__ = ["AirlineInfo", "Bridge", "build_server", "main", "serve"]
+__all__ = [
+    "AirlineInfo",
+    "Bridge",
+    "SearchBackend",
+    "airline_infos",
+    "build_server",
+    "main",
+    "serve",
+    "serve_app",
+]
 
 log = get_logger(__name__)
 
@@ -45,6 +54,29 @@ class AirlineInfo(BaseModel):
     connector_kind: str
     routes_served: int
     status: str
+
+
+class SearchBackend(Protocol):
+    """What the MCP tools call: the bridge over Kafka, or (for benchmarks) a direct fan-out."""
+
+    async def search(self, arguments: dict[str, Any], *, client_id: str) -> SearchResult: ...
+
+    def airlines(self) -> list[AirlineInfo]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+def airline_infos(registry: AirlineRegistry) -> list[AirlineInfo]:
+    return [
+        AirlineInfo(
+            code=a.code,
+            name=a.name,
+            connector_kind=a.kind,
+            routes_served=len(a.routes),
+            status="active" if a.enabled else "disabled",
+        )
+        for a in registry
+    ]
 
 
 class Bridge:
@@ -73,21 +105,18 @@ class Bridge:
             await correlator.close()
             await runtime.close()
 
+    async def search(self, arguments: dict[str, Any], *, client_id: str) -> SearchResult:
+        return await self.service.search(arguments, client_id=client_id)
+
     def airlines(self) -> list[AirlineInfo]:
-        return [
-            AirlineInfo(
-                code=a.code,
-                name=a.name,
-                connector_kind=a.kind,
-                routes_served=len(a.routes),
-                status="active" if a.enabled else "disabled",
-            )
-            for a in self.runtime.airlines
-        ]
+        return airline_infos(self.runtime.airlines)
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "instance": self.correlator.instance_id, "waiting": self.correlator.waiting}
 
 
-def build_server(bridge: Bridge) -> MCPServer:
-    server = MCPServer("jetbridge", instructions=INSTRUCTIONS, version="0.1.0")
+def build_server(backend: SearchBackend, *, name: str = "jetbridge") -> MCPServer:
+    server = MCPServer(name, instructions=INSTRUCTIONS, version="0.1.0")
 
     @server.tool(
         description=(
@@ -101,9 +130,7 @@ def build_server(bridge: Bridge) -> MCPServer:
         destination: Annotated[str, Field(description="IATA airport code of arrival, e.g. JFK")],
         departure_date: Annotated[str, Field(description="Outbound date, YYYY-MM-DD, today or later")],
         ctx: Context,
-        return_date: Annotated[
-            str | None, Field(description="Return date, YYYY-MM-DD; omit for one way")
-        ] = None,
+        return_date: Annotated[str | None, Field(description="Return date, YYYY-MM-DD; omit for one way")] = None,
         adults: Annotated[int, Field(description="Adults (1-9)")] = 1,
         children: Annotated[int | None, Field(description="Children aged 2-11")] = None,
         infants: Annotated[int | None, Field(description="Infants under 2, at most one per adult")] = None,
@@ -132,7 +159,7 @@ def build_server(bridge: Bridge) -> MCPServer:
             "deadline_ms": deadline_ms,
         }
         try:
-            return await bridge.service.search(arguments, client_id=_client_id(ctx))
+            return await backend.search(arguments, client_id=_client_id(ctx))
         except InvalidInput as exc:
             raise ToolError(f"Invalid argument '{exc.field}': {exc.message} (code {exc.code})") from exc
         except DeadlineExceeded as exc:
@@ -141,17 +168,13 @@ def build_server(bridge: Bridge) -> MCPServer:
             log.error("search failed", error_code=exc.code, error=exc.message)
             raise ToolError(f"search failed: {exc.message} (code {exc.code})") from exc
 
-    @server.tool(
-        description="The airlines Jetbridge connects to: code, name, connector kind, routes served, status."
-    )
+    @server.tool(description="The airlines Jetbridge connects to: code, name, connector kind, routes served, status.")
     async def list_airlines() -> list[AirlineInfo]:
-        return bridge.airlines()
+        return backend.airlines()
 
     @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]  # SDK leaves it untyped
     async def health(_: Request) -> JSONResponse:
-        return JSONResponse(
-            {"status": "ok", "instance": bridge.correlator.instance_id, "waiting": bridge.correlator.waiting}
-        )
+        return JSONResponse(backend.health())
 
     return server
 
@@ -166,29 +189,23 @@ def _client_id(ctx: Context) -> str:
     return value[:64] if value.replace("-", "").replace("_", "").isalnum() else "anonymous"
 
 
+async def serve_app(server: MCPServer, host: str, port: int) -> None:
+    """Serve an MCP server over streamable HTTP at /mcp until SIGTERM/SIGINT (uvicorn handles both)."""
+    app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    log.info("mcp server listening", url=f"http://{host}:{port}/mcp")
+    await uvicorn.Server(config).serve()
+
+
 async def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
     """Run one bridge instance until SIGTERM/SIGINT."""
     async with Bridge.open(settings) as bridge:
         structlog.contextvars.bind_contextvars(instance=bridge.correlator.instance_id)
-        app = build_server(bridge).streamable_http_app(
-            streamable_http_path="/mcp", host=host or settings.bridge_host
-        )
-        config = uvicorn.Config(
-            app,
-            host=host or settings.bridge_host,
-            port=port or settings.bridge_port,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-        )
-        # uvicorn turns SIGTERM/SIGINT into a graceful shutdown of the server, then we close the runtime.
-        server = uvicorn.Server(config)
-        log.info("bridge listening", url=f"http://{config.host}:{config.port}/mcp")
-        await server.serve()
+        await serve_app(build_server(bridge), host or settings.bridge_host, port or settings.bridge_port)
         await bridge.service.drain()
 
 
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, process="bridge")
-    asyncio.run(serve(settings))
+    run(serve(settings))

@@ -174,18 +174,14 @@ class SearchService:
                 try:
                     reply = await asyncio.wait_for(waiter, valid.deadline_ms / 1000 + REPLY_GRACE_S)
                 except TimeoutError:
-                    self._audit(
-                        client_id, request_id, correlation_id, "error", DeadlineExceeded.code, started
-                    )
+                    self._audit(client_id, request_id, correlation_id, "error", DeadlineExceeded.code, started)
                     raise DeadlineExceeded(
                         f"no reply for request {request_id} within its deadline of {valid.deadline_ms} ms"
                     ) from None
             finally:
                 self._correlator.forget(request_id)
             elapsed_ms = int((asyncio.get_running_loop().time() - started) * 1000)
-            log.info(
-                "search answered", status=reply.status.value, offers=len(reply.offers), elapsed_ms=elapsed_ms
-            )
+            log.info("search answered", status=reply.status.value, offers=len(reply.offers), elapsed_ms=elapsed_ms)
             self._audit(client_id, request_id, correlation_id, reply.status.value.lower(), None, started)
             return result_of(reply, elapsed_ms)
 

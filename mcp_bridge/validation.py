@@ -99,9 +99,7 @@ def validate_search(
     n_children = _count("children", 0 if children is None else children, 0, MAX_PASSENGERS)
     n_infants = _count("infants", 0 if infants is None else infants, 0, MAX_PASSENGERS)
     if n_adults + n_children + n_infants > MAX_PASSENGERS:
-        raise InvalidInput(
-            "adults", f"at most {MAX_PASSENGERS} passengers in all (adults + children + infants)"
-        )
+        raise InvalidInput("adults", f"at most {MAX_PASSENGERS} passengers in all (adults + children + infants)")
     if n_infants > n_adults:
         raise InvalidInput("infants", "at most one infant per adult")
     cabin_value = Cabin.ECONOMY
@@ -121,9 +119,7 @@ def validate_search(
             if code not in subset:
                 subset.append(code)
     offers = _count("max_offers", default_max_offers if max_offers is None else max_offers, 1, MAX_OFFERS_CAP)
-    deadline = _count(
-        "deadline_ms", default_deadline_ms if deadline_ms is None else deadline_ms, 200, max_deadline_ms
-    )
+    deadline = _count("deadline_ms", default_deadline_ms if deadline_ms is None else deadline_ms, 200, max_deadline_ms)
     criteria = SearchCriteria(
         origin=org,
         destination=dst,

@@ -133,9 +133,7 @@ class Offer(_Model):
 
     def itinerary_key(self) -> tuple[str, ...]:
         """What makes two offers the same trip: flights flown, cabin and price (codeshares, duplicates)."""
-        flights = tuple(
-            f"{s.carrier}{s.flight_number}@{s.departure_local}" for sl in self.slices for s in sl.segments
-        )
+        flights = tuple(f"{s.carrier}{s.flight_number}@{s.departure_local}" for sl in self.slices for s in sl.segments)
         return (*flights, self.cabin.value, f"{self.total_amount:.2f}", self.currency)
 
 

@@ -30,9 +30,7 @@ class RegisteredSchema:
 class SchemaRegistryClient:
     """Register, look up and check schemas. Owns no HTTP client: it is given one."""
 
-    def __init__(
-        self, base_url: str, http: httpx.AsyncClient, *, auth: tuple[str, str] | None = None
-    ) -> None:
+    def __init__(self, base_url: str, http: httpx.AsyncClient, *, auth: tuple[str, str] | None = None) -> None:
         self._base = base_url.rstrip("/")
         self._http = http
         self._auth = auth
@@ -57,16 +55,12 @@ class SchemaRegistryClient:
             # An id nobody registered: the message carrying it is poison, not a registry outage.
             raise DecodeError(f"schema id in {path} is unknown to the registry")
         if response.status_code >= 400:
-            raise SchemaRegistryError(
-                f"{method} {path} answered {response.status_code}: {response.text[:300]}"
-            )
+            raise SchemaRegistryError(f"{method} {path} answered {response.status_code}: {response.text[:300]}")
         return response.json()
 
     async def register(self, subject: str, schema: str) -> int:
         """Register ``schema`` under ``subject`` (idempotent: the same schema gets the same id)."""
-        result = await self._call(
-            "POST", f"/subjects/{subject}/versions", {"schema": schema, "schemaType": "AVRO"}
-        )
+        result = await self._call("POST", f"/subjects/{subject}/versions", {"schema": schema, "schemaType": "AVRO"})
         schema_id = int(result["id"])
         self._by_id[schema_id] = schema
         return schema_id

@@ -14,7 +14,7 @@ def main() -> None:
     from streams.app import app
 
     level = "info" if settings.log_level.upper() == "DEBUG" else "warn"
-    sys.argv = [sys.argv[0], "worker", "--loglevel", level, "--without-web"]
+    sys.argv = [sys.argv[0], "--loop", "uvloop", "worker", "--loglevel", level, "--without-web"]
     app.main()
 
 

@@ -8,7 +8,9 @@ deadline passed. A completed aggregation ignores everything after, so each reque
 
 from __future__ import annotations
 
-from datetime import datetime
+import heapq
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
@@ -23,7 +25,11 @@ from schemas.models import (
     SearchReply,
 )
 
-__all__ = ["Aggregation", "Plan", "merge_offers"]
+__all__ = ["RETAIN_DONE", "Aggregation", "Plan", "TimerIndex", "merge_offers"]
+
+# Completed aggregations stay in the table this long, so late or duplicate responses are recognised
+# and dropped instead of starting a new aggregation.
+RETAIN_DONE = timedelta(seconds=60)
 
 
 class Plan(BaseModel):
@@ -90,9 +96,7 @@ class Aggregation(BaseModel):
         for code in plan.expected:
             response = self.responses.get(code)
             if response is None:
-                statuses.append(
-                    AirlineStatus(airline=code, status=AirlineOutcome.TIMEOUT, error_code="no_response")
-                )
+                statuses.append(AirlineStatus(airline=code, status=AirlineOutcome.TIMEOUT, error_code="no_response"))
             elif response.status is ResponseStatus.OK:
                 statuses.append(
                     AirlineStatus(
@@ -104,11 +108,7 @@ class Aggregation(BaseModel):
                 )
                 ok_offers.extend(response.offers)
             else:
-                outcome = (
-                    AirlineOutcome.TIMEOUT
-                    if response.status is ResponseStatus.TIMEOUT
-                    else AirlineOutcome.ERROR
-                )
+                outcome = AirlineOutcome.TIMEOUT if response.status is ResponseStatus.TIMEOUT else AirlineOutcome.ERROR
                 statuses.append(
                     AirlineStatus(
                         airline=code,
@@ -117,18 +117,14 @@ class Aggregation(BaseModel):
                         latency_ms=response.latency_ms,
                     )
                 )
-        statuses += [
-            AirlineStatus(airline=code, status=AirlineOutcome.NOT_SERVED) for code in plan.not_served
-        ]
+        statuses += [AirlineStatus(airline=code, status=AirlineOutcome.NOT_SERVED) for code in plan.not_served]
         if not plan.expected:
             status = ReplyStatus.NO_AIRLINES
         elif all(s.status is AirlineOutcome.OK for s in statuses if s.airline in plan.expected):
             status = ReplyStatus.COMPLETE
         else:
             status = ReplyStatus.PARTIAL
-        self.done = True
-        self.completed_at = now
-        return SearchReply(
+        reply = SearchReply(
             request_id=self.request_id,
             correlation_id=plan.correlation_id,
             reply_to=plan.reply_to,
@@ -138,13 +134,16 @@ class Aggregation(BaseModel):
             deadline=plan.deadline,
             completed_at=now,
         )
+        self.done = True
+        self.completed_at = now
+        # Once answered, only "who answered" matters (to drop late duplicates): keep the table small.
+        self.responses = {code: r.model_copy(update={"offers": []}) for code, r in self.responses.items()}
+        return reply
 
 
 def merge_offers(offers: list[Offer], max_offers: int, now: datetime) -> list[Offer]:
     """Drop expired offers, dedupe the same trip at the same price, sort by total price, cap."""
-    live = sorted(
-        (o for o in offers if o.expires_at > now), key=lambda o: (o.total_amount, o.airline, o.offer_id)
-    )
+    live = sorted((o for o in offers if o.expires_at > now), key=lambda o: (o.total_amount, o.airline, o.offer_id))
     seen: set[tuple[str, ...]] = set()
     merged: list[Offer] = []
     for offer in live:
@@ -156,3 +155,65 @@ def merge_offers(offers: list[Offer], max_offers: int, now: datetime) -> list[Of
         if len(merged) >= max_offers:
             break
     return merged
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """The next tick one aggregation needs: at its deadline, or when its retention ends."""
+
+    phase: str  # "deadline" | "expire"
+    at: datetime
+    correlation_id: str
+    deadline: datetime
+
+
+def next_due(state: Aggregation) -> Due:
+    if state.done and state.completed_at is not None:
+        return Due("expire", state.completed_at + RETAIN_DONE, state.request_id, state.completed_at)
+    if state.plan is None:
+        return Due("expire", state.first_seen + RETAIN_DONE, state.request_id, state.first_seen)
+    return Due("deadline", state.plan.deadline, state.plan.correlation_id, state.plan.deadline)
+
+
+class TimerIndex:
+    """When each aggregation in the table next needs a tick, kept in memory beside the table.
+
+    The deadline timer asks it what is due instead of reading (and parsing) the whole table on every
+    tick. It is rebuilt from the table after every rebalance, so it never needs to be durable itself.
+    """
+
+    def __init__(self) -> None:
+        self._due: dict[str, Due] = {}
+        self._heap: list[tuple[datetime, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def track(self, state: Aggregation) -> None:
+        due = next_due(state)
+        if self._due.get(state.request_id) == due:
+            return
+        self._due[state.request_id] = due
+        heapq.heappush(self._heap, (due.at, state.request_id))
+
+    def forget(self, request_id: str) -> None:
+        self._due.pop(request_id, None)
+
+    def clear(self) -> None:
+        self._due.clear()
+        self._heap.clear()
+
+    def retry(self, request_id: str, due: Due) -> None:
+        """Put back a tick that could not be sent, so the next timer pass tries again."""
+        if self._due.get(request_id) == due:
+            heapq.heappush(self._heap, (due.at, request_id))
+
+    def pop_due(self, now: datetime) -> list[tuple[str, Due]]:
+        """Every aggregation whose tick is due, once per (aggregation, due time)."""
+        found: list[tuple[str, Due]] = []
+        while self._heap and self._heap[0][0] <= now:
+            at, request_id = heapq.heappop(self._heap)
+            due = self._due.get(request_id)
+            if due is not None and due.at == at:  # stale heap entries (state moved on) are skipped
+                found.append((request_id, due))
+        return found

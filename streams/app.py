@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import faust
@@ -47,15 +47,11 @@ from schemas.models import (
     SearchRequest,
     now_utc,
 )
-from streams.aggregation import Aggregation
+from streams.aggregation import RETAIN_DONE, Aggregation, TimerIndex
 
 __all__ = ["app", "build_app"]
 
 log = get_logger(__name__)
-
-# Completed aggregations stay in the table this long, so late or duplicate responses are recognised
-# and dropped instead of starting a new aggregation.
-RETAIN_DONE = timedelta(seconds=60)
 
 
 def _brokers(bootstrap: str) -> list[str]:
@@ -125,16 +121,12 @@ def build_app(settings: Settings) -> faust.App:
     table = app.Table(
         "aggregations", default=None, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
     )
-    # Which tick each aggregation was last sent, so a timer pass does not send it twice.
-    ticked: dict[str, str] = {}
+    timers = TimerIndex()
+    live: dict[str, Aggregation] = {}
 
-    async def send(
-        topic: Any, topic_name: str, key: str, event: Event, headers: Sequence[tuple[str, bytes]]
-    ) -> None:
+    async def send(topic: Any, topic_name: str, key: str, event: Event, headers: Sequence[tuple[str, bytes]]) -> None:
         codec = await ctx.codec()
-        delivery = await topic.send(
-            key=key.encode(), value=codec.encode(topic_name, event), headers=list(headers)
-        )
+        delivery = await topic.send(key=key.encode(), value=codec.encode(topic_name, event), headers=list(headers))
         await delivery  # broker acknowledgement before the source event is acknowledged
 
     async def to_dlq(event: Any, stage: str, exc: BaseException) -> None:
@@ -152,9 +144,7 @@ def build_app(settings: Settings) -> faust.App:
         )
         try:
             codec = await ctx.codec()
-            delivery = await dlq_topic.send(
-                key=message.key, value=codec.encode(DLQ, record), headers=dlq_headers
-            )
+            delivery = await dlq_topic.send(key=message.key, value=codec.encode(DLQ, record), headers=dlq_headers)
             await delivery
             log.warning(
                 "event dead-lettered",
@@ -247,18 +237,28 @@ def build_app(settings: Settings) -> faust.App:
                 await to_dlq(event, "aggregator", exc)
 
     async def aggregate(event: Any) -> None:
-        codec = await ctx.codec()
         key = event.key
         if not key:
             raise DecodeError("aggregator input without a key (request id)")
         request_id = key.decode("utf-8", "replace")
+        try:
+            await aggregate_one(event, key, request_id)
+        except BaseException:
+            # The in-memory copy may be half-changed; the table (what the changelog holds) is the truth.
+            live.pop(request_id, None)
+            raise
+
+    async def aggregate_one(event: Any, key: bytes, request_id: str) -> None:
+        codec = await ctx.codec()
         now = now_utc()
-        current = table.get(key)
-        state = (
-            Aggregation.from_table(current)
-            if current is not None
-            else Aggregation(request_id=request_id, first_seen=now)
-        )
+        # The table is the durable copy (changelog); `live` spares parsing it back on every event.
+        state = live.get(request_id)
+        if state is None:
+            current = table.get(key)
+            state = Aggregation.from_table(current) if current is not None else None
+        known = state is not None
+        if state is None:
+            state = Aggregation(request_id=request_id, first_seen=now)
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             if event.message.topic == AIRLINE_RESPONSES:
                 response = await codec.decode(event.value, AirlineResponse)
@@ -269,12 +269,13 @@ def build_app(settings: Settings) -> faust.App:
                 control = await codec.decode(event.value, AggregatorControl)
                 if control.kind is ControlKind.PLAN:
                     state.add_plan(control)
-                elif current is None:
+                elif not known:
                     return  # a tick for an aggregation already forgotten
                 elif state.done or state.plan is None:
                     if _expired(state, now):
                         del table[key]
-                        ticked.pop(request_id, None)
+                        live.pop(request_id, None)
+                        timers.forget(request_id)
                     return
                 else:
                     state.deadline_reached = True
@@ -298,6 +299,8 @@ def build_app(settings: Settings) -> faust.App:
                     late_by_ms=max(0, int((now - plan.deadline).total_seconds() * 1000)),
                 )
             table[key] = state.to_table()
+            live[request_id] = state
+            timers.track(state)
 
     @app.timer(interval=settings.aggregator_tick_ms / 1000, name="deadline-timer")  # type: ignore[untyped-decorator]
     async def deadline_timer() -> None:
@@ -307,40 +310,26 @@ def build_app(settings: Settings) -> faust.App:
         sends a DEADLINE control event on the aggregation's own partition and the agent completes it.
         """
         now = now_utc()
-        due: list[tuple[str, AggregatorControl]] = []
-        for key, value in list(table.items()):
-            request_id = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-            if value is None:
-                continue
-            state = Aggregation.from_table(value)
-            if state.done or state.plan is None:
-                phase, due_now = "expire", _expired(state, now)
-            else:
-                phase, due_now = "deadline", now >= state.plan.deadline
-            if not due_now or ticked.get(request_id) == phase:
-                continue
-            ticked[request_id] = phase
-            due.append(
-                (
+        for request_id, due in timers.pop_due(now):
+            tick = AggregatorControl(
+                request_id=request_id,
+                correlation_id=due.correlation_id,
+                kind=ControlKind.DEADLINE,
+                deadline=due.deadline,
+                created_at=now,
+            )
+            deadline_ms = int(due.deadline.timestamp() * 1000)
+            try:
+                await send(
+                    control_topic,
+                    AGGREGATOR_CONTROL,
                     request_id,
-                    AggregatorControl(
-                        request_id=request_id,
-                        correlation_id=state.plan.correlation_id if state.plan else request_id,
-                        kind=ControlKind.DEADLINE,
-                        deadline=state.plan.deadline if state.plan else now,
-                        created_at=now,
-                    ),
+                    tick,
+                    [("request_id", request_id.encode()), (HEADER_DEADLINE_MS, str(deadline_ms).encode())],
                 )
-            )
-        for request_id, tick in due:
-            deadline_ms = int(tick.deadline.timestamp() * 1000)
-            await send(
-                control_topic,
-                AGGREGATOR_CONTROL,
-                request_id,
-                tick,
-                [("request_id", request_id.encode()), (HEADER_DEADLINE_MS, str(deadline_ms).encode())],
-            )
+            except Exception as exc:  # noqa: BLE001 - a lost tick would leave a request unanswered
+                log.warning("deadline tick not sent; retrying next pass", request_id=request_id, error=repr(exc))
+                timers.retry(request_id, due)
 
     @app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
     async def warm_up() -> None:
@@ -348,10 +337,16 @@ def build_app(settings: Settings) -> faust.App:
         await ctx.codec()
 
     async def mark_ready(sender: Any, *_: Any, **__: Any) -> None:
+        # Partitions may have moved: rebuild the timer index from the (recovered) table, once.
+        timers.clear()
+        live.clear()
+        for value in list(table.values()):
+            if value is not None:
+                timers.track(Aggregation.from_table(value))
         ready = settings.run_dir / "streams.ready"
         ready.parent.mkdir(parents=True, exist_ok=True)
         ready.write_text(str(time.time()))
-        log.info("streams ready (partitions assigned, tables recovered)")
+        log.info("streams ready (partitions assigned, tables recovered)", aggregations=len(timers))
 
     app.on_rebalance_complete.connect(mark_ready)  # type: ignore[arg-type]  # faust's signal typing is narrower than its use
     return app

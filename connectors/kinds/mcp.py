@@ -119,9 +119,7 @@ def _tool_content(airline: str, result: CallToolResult) -> Any:
     """The tool's structured content, or its text decoded as JSON for servers that send only text."""
     if result.is_error:
         text = " ".join(c.text for c in result.content if isinstance(c, TextContent))
-        raise AirlineRejected(
-            f"{airline}: tool error: {N.clean_text(text, 'tool error', 160) or 'no message'}"
-        )
+        raise AirlineRejected(f"{airline}: tool error: {N.clean_text(text, 'tool error', 160) or 'no message'}")
     if result.structured_content is not None:
         return result.structured_content
     for block in result.content:
@@ -145,13 +143,9 @@ class McpConnector:
     ) -> None:
         required = ("TOOL_NAME", "auth_headers", "tool_arguments", "parse")
         self._airline = airline
-        self._mapping = mapping or cast(
-            McpMapping, load_mapping(airline.mapping or DEFAULT_MAPPING, required=required)
-        )
+        self._mapping = mapping or cast(McpMapping, load_mapping(airline.mapping or DEFAULT_MAPPING, required=required))
         self._pool = transport or httpx2.AsyncHTTPTransport(
-            limits=httpx2.Limits(
-                max_connections=airline.concurrency, max_keepalive_connections=airline.concurrency
-            ),
+            limits=httpx2.Limits(max_connections=airline.concurrency, max_keepalive_connections=airline.concurrency),
             trust_env=False,
         )
 
@@ -165,9 +159,7 @@ class McpConnector:
                 _tool_content(self._airline.code, result), airline=self._airline.code, criteria=criteria
             )
 
-        return await guarded_search(
-            self._airline, self.kind, request_id=request_id, timeout_s=timeout_s, search=call
-        )
+        return await guarded_search(self._airline, self.kind, request_id=request_id, timeout_s=timeout_s, search=call)
 
     async def _call_tool(self, arguments: dict[str, Any], timeout_s: float) -> CallToolResult:
         probe = _StatusProbe(self._pool)

@@ -149,15 +149,11 @@ def _segments(data: ET.Element | None) -> dict[str, Segment]:
     for seg in data.findall(_path("PaxSegmentList", "PaxSegment")) if data is not None else []:
         found[_text(seg, _q("PaxSegmentID"), "PaxSegmentID")] = N.make_segment(
             carrier_code=_text(seg, _path("MarketingCarrierInfo", "CarrierDesigCode"), "CarrierDesigCode"),
-            number=_text(
-                seg, _path("MarketingCarrierInfo", "MarketingCarrierFlightNumberText"), "FlightNumberText"
-            ),
+            number=_text(seg, _path("MarketingCarrierInfo", "MarketingCarrierFlightNumberText"), "FlightNumberText"),
             origin=_text(seg, _path("Dep", "IATA_LocationCode"), "Dep.IATA_LocationCode"),
             destination=_text(seg, _path("Arrival", "IATA_LocationCode"), "Arrival.IATA_LocationCode"),
             departs=_text(seg, _path("Dep", "AircraftScheduledDateTime"), "Dep.AircraftScheduledDateTime"),
-            arrives=_text(
-                seg, _path("Arrival", "AircraftScheduledDateTime"), "Arrival.AircraftScheduledDateTime"
-            ),
+            arrives=_text(seg, _path("Arrival", "AircraftScheduledDateTime"), "Arrival.AircraftScheduledDateTime"),
             aircraft=seg.findtext(_path("DatedOperatingLeg", "IATA_AircraftType", "IATA_AircraftTypeCode")),
         )
     return found
@@ -172,9 +168,7 @@ def _journeys(data: ET.Element | None, segments: dict[str, Segment]) -> dict[str
             raise N.UntrustedValue("PaxJourney.PaxSegmentRefID", "refers to no listed PaxSegment")
         found[_text(journey, _q("PaxJourneyID"), "PaxJourneyID")] = N.make_slice(
             [segments[r] for r in refs],
-            N.iso_duration_minutes(
-                _text(journey, _q("Duration"), "PaxJourney.Duration"), "PaxJourney.Duration"
-            ),
+            N.iso_duration_minutes(_text(journey, _q("Duration"), "PaxJourney.Duration"), "PaxJourney.Duration"),
         )
     return found
 
@@ -206,9 +200,7 @@ def _offer(
     total = element.find(_path("TotalPrice", "TotalAmount"))
     if total is None:
         raise N.UntrustedValue("Offer.TotalPrice.TotalAmount", "missing")
-    cabin_code = (
-        element.findtext(".//" + _path("FareComponent", "CabinType", "CabinTypeCode")) or ""
-    ).strip()
+    cabin_code = (element.findtext(".//" + _path("FareComponent", "CabinType", "CabinTypeCode")) or "").strip()
     return N.make_offer(
         airline=airline,
         offer_ref=_text(element, _q("OfferID"), "OfferID"),
@@ -252,9 +244,7 @@ class NdcConnector:
             )
             return parse_air_shopping_rs(reply.body, airline=self._airline.code, criteria=criteria)
 
-        return await guarded_search(
-            self._airline, self.kind, request_id=request_id, timeout_s=timeout_s, search=call
-        )
+        return await guarded_search(self._airline, self.kind, request_id=request_id, timeout_s=timeout_s, search=call)
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP client belongs to whoever built it."""

@@ -122,9 +122,7 @@ def clean_text(value: object, field: str, max_len: int = 80) -> str | None:
     # Line breaks and odd spaces become one space; control and format characters (bidi overrides,
     # zero-width joiners, NULs) go: they exist in airline text only to confuse whoever reads it next.
     kept = "".join(
-        " " if ch.isspace() else ch
-        for ch in value[: max_len * 4]
-        if ch.isspace() or unicodedata.category(ch)[0] != "C"
+        " " if ch.isspace() else ch for ch in value[: max_len * 4] if ch.isspace() or unicodedata.category(ch)[0] != "C"
     )
     text = " ".join(kept.split())[:max_len]
     return text or None

@@ -85,9 +85,7 @@ class RestConnector:
             body = decode_json(self._airline.code, reply.body)
             return self._mapping.parse(body, airline=self._airline.code, criteria=criteria)
 
-        return await guarded_search(
-            self._airline, self.kind, request_id=request_id, timeout_s=timeout_s, search=call
-        )
+        return await guarded_search(self._airline, self.kind, request_id=request_id, timeout_s=timeout_s, search=call)
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP client belongs to whoever built it."""

@@ -259,11 +259,7 @@ def build_app(state: RegistryState) -> Starlette:
         if schema_id not in state.schemas:
             return _error(404, 40403, "Schema not found")
         return _ok(
-            [
-                {"subject": s, "version": v.index(schema_id) + 1}
-                for s, v in state.subjects.items()
-                if schema_id in v
-            ]
+            [{"subject": s, "version": v.index(schema_id) + 1} for s, v in state.subjects.items() if schema_id in v]
         )
 
     async def subjects(_: Request) -> JSONResponse:
@@ -308,9 +304,7 @@ def build_app(state: RegistryState) -> Starlette:
         return _ok({"compatibilityLevel": state.level(subject)})
 
     async def health(_: Request) -> JSONResponse:
-        return _ok(
-            {"status": "ok", "implementation": "jetbridge local stand-in", "schemas": len(state.schemas)}
-        )
+        return _ok({"status": "ok", "implementation": "jetbridge local stand-in", "schemas": len(state.schemas)})
 
     return Starlette(
         routes=[

@@ -61,9 +61,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", metavar="CODES")
     parser.add_argument("--latency-ms", type=int, default=_env_int("JB_SIM_LATENCY_MS"))
     parser.add_argument("--jitter-ms", type=int, default=_env_int("JB_SIM_JITTER_MS", 30))
-    parser.add_argument(
-        "--fault", action="append", default=[env.get("JB_SIM_FAULTS", "")], metavar="CODE=FAULT"
-    )
+    parser.add_argument("--fault", action="append", default=[env.get("JB_SIM_FAULTS", "")], metavar="CODE=FAULT")
     parser.add_argument("--registry", type=Path, default=settings.airlines_file)
     parser.add_argument("--log-level", default=settings.log_level)
     return parser.parse_args(argv)
@@ -81,9 +79,7 @@ async def _run(args: argparse.Namespace) -> None:
     faults = {code: _parse_fault(text) for code, text in _pairs(args.fault, "--fault").items()}
     defaults = {
         a.code: FaultConfig(
-            latency_ms=args.latency_ms
-            if args.latency_ms is not None
-            else DEFAULT_LATENCY_MS.get(a.code, 150),
+            latency_ms=args.latency_ms if args.latency_ms is not None else DEFAULT_LATENCY_MS.get(a.code, 150),
             jitter_ms=args.jitter_ms or 0,
             fault=faults.get(a.code, ("none", 1.0))[0],
             fault_rate=faults.get(a.code, ("none", 1.0))[1],

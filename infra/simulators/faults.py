@@ -87,9 +87,7 @@ class AirlineState:
         return self.config.fault == fault and self._rng.random() < self.config.fault_rate
 
     def delay_s(self) -> float:
-        jitter = (
-            self._rng.uniform(-self.config.jitter_ms, self.config.jitter_ms) if self.config.jitter_ms else 0
-        )
+        jitter = self._rng.uniform(-self.config.jitter_ms, self.config.jitter_ms) if self.config.jitter_ms else 0
         return max(0.0, self.config.latency_ms + jitter) / 1000
 
     def http_fault_now(self) -> Fault:

@@ -103,9 +103,7 @@ def build_server(state: AirlineState, schedule: Schedule) -> MCPServer:
             "search_id": f"{query.origin}{query.destination}{query.departure_date:%Y%m%d}",
             "offers": [_offer(o) for o in schedule.offers(query, now=datetime.now(UTC))],
         }
-        return CallToolResult(
-            content=[TextContent(type="text", text=json.dumps(payload))], structured_content=payload
-        )
+        return CallToolResult(content=[TextContent(type="text", text=json.dumps(payload))], structured_content=payload)
 
     return server
 

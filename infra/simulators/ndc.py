@@ -105,9 +105,7 @@ def parse_request(body: bytes, airline: str) -> tuple[ShopQuery, str]:
     ptcs = [p.findtext(_q("PTC"), "").strip() for p in root.findall(_path("Request", "Paxs", "Pax"))]
     if any(p not in ("ADT", "CHD", "INF") for p in ptcs):
         raise _RequestError("911", "PTC must be ADT, CHD or INF")
-    cabin_code = root.findtext(
-        _path("Request", "ShoppingCriteria", "CabinTypeCriteria", "CabinTypeCode"), "5"
-    ).strip()
+    cabin_code = root.findtext(_path("Request", "ShoppingCriteria", "CabinTypeCriteria", "CabinTypeCode"), "5").strip()
     if cabin_code not in CABIN_CODES:
         raise _RequestError("911", "CabinTypeCode must be 1, 2, 4 or 5")
     currency = root.findtext(_path("Request", "ResponseParameters", "CurParameter", "CurCode"), "USD").strip()

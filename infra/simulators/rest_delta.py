@@ -88,9 +88,7 @@ def _parse(raw: bytes, airline: str) -> ShopQuery | JSONResponse:
         counts[group.type] += group.count
     first = body.slices[0]
     if (body.origin_airport_code, body.destination_airport_code) != (first.origin, first.destination):
-        return _error(
-            "INVALID_REQUEST", "originAirportCode/destinationAirportCode must match the first slice"
-        )
+        return _error("INVALID_REQUEST", "originAirportCode/destinationAirportCode must match the first slice")
     query = ShopQuery(
         airline=airline,
         origin=first.origin.upper(),

@@ -353,8 +353,7 @@ class Schedule:
                         child_price=child,
                         infant_price=infant,
                         total=total.quantize(_CENT),
-                        expires_at=now.astimezone(UTC)
-                        + timedelta(seconds=expiry_rng.randint(20 * 60, 30 * 60)),
+                        expires_at=now.astimezone(UTC) + timedelta(seconds=expiry_rng.randint(20 * 60, 30 * 60)),
                         journeys=trip,
                     )
                 )

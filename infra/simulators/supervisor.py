@@ -50,9 +50,7 @@ def register_protocol(kind: str, mapping: str | None, build: AppBuilder) -> None
 def app_builder_for(airline: Airline) -> AppBuilder:
     build = _PROTOCOLS.get((airline.kind, airline.mapping if airline.kind == "rest" else None))
     if build is None:
-        raise ConfigurationError(
-            f"no simulator for airline {airline.code} ({airline.kind}/{airline.mapping})"
-        )
+        raise ConfigurationError(f"no simulator for airline {airline.code} ({airline.kind}/{airline.mapping})")
     return build
 
 

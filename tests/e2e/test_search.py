@@ -44,9 +44,7 @@ async def timed_search(url: str, arguments: dict[str, Any]) -> tuple[dict[str, A
     return result.structured_content, elapsed
 
 
-async def test_search_merges_offers_from_every_connector_kind(
-    stack: Stack, simulators: httpx.AsyncClient
-) -> None:
+async def test_search_merges_offers_from_every_connector_kind(stack: Stack, simulators: httpx.AsyncClient) -> None:
     result, elapsed = await timed_search(stack.bridge_url, search_args(max_offers=50))
     statuses = {a["airline"]: a["status"] for a in result["airlines"]}
     assert statuses == dict.fromkeys(KINDS, "ok"), statuses
@@ -74,9 +72,7 @@ async def test_list_airlines_names_every_connected_airline(stack: Stack) -> None
 async def test_slow_airline_yields_timeout_within_deadline_and_others_intact(
     stack: Stack, simulators: httpx.AsyncClient
 ) -> None:
-    assert (
-        await simulators.put("/airlines/DL", json={"fault": "slow", "slow_ms": 10_000})
-    ).status_code == 200
+    assert (await simulators.put("/airlines/DL", json={"fault": "slow", "slow_ms": 10_000})).status_code == 200
     result, elapsed = await timed_search(stack.bridge_url, search_args(deadline_ms=2000))
     statuses = {a["airline"]: a for a in result["airlines"]}
     assert statuses["DL"]["status"] == "timeout"
@@ -86,9 +82,7 @@ async def test_slow_airline_yields_timeout_within_deadline_and_others_intact(
     assert elapsed <= 2.0 + 0.5, f"reply took {elapsed:.3f} s for a 2 s deadline"
 
 
-async def test_stopped_airline_is_reported_and_others_answer(
-    stack: Stack, simulators: httpx.AsyncClient
-) -> None:
+async def test_stopped_airline_is_reported_and_others_answer(stack: Stack, simulators: httpx.AsyncClient) -> None:
     assert (await simulators.put("/airlines/AA", json={"fault": "refuse"})).status_code == 200
     result, elapsed = await timed_search(stack.bridge_url, search_args(deadline_ms=2500))
     statuses = {a["airline"]: a for a in result["airlines"]}
@@ -170,9 +164,7 @@ async def test_poison_request_goes_to_dead_letter_and_stream_goes_on(
     poison = b"\x00\x00\x00\x00\x01 this is not avro"
     before = await kafka.end_offsets(DLQ)
     producer = AsyncProducer({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    sent = await producer.send(
-        REQUESTS, key=b"poison-key", value=poison, headers=[("request_id", b"poison-1")]
-    )
+    sent = await producer.send(REQUESTS, key=b"poison-key", value=poison, headers=[("request_id", b"poison-1")])
     await producer.close()
 
     def found(messages: list[Any]) -> bool:
@@ -206,9 +198,7 @@ async def test_two_bridge_instances_each_receive_exactly_their_own_replies(
             while True:
                 try:
                     async with httpx.AsyncClient(trust_env=False) as http:
-                        if (
-                            await http.get(f"http://127.0.0.1:{SECOND_BRIDGE_PORT}/health")
-                        ).status_code == 200:
+                        if (await http.get(f"http://127.0.0.1:{SECOND_BRIDGE_PORT}/health")).status_code == 200:
                             break
                 except httpx.HTTPError:
                     pass
@@ -239,9 +229,7 @@ async def test_poison_airline_call_goes_to_dead_letter_and_worker_goes_on(
     before = await kafka.end_offsets(DLQ)
     producer = AsyncProducer({"bootstrap.servers": settings.kafka_bootstrap_servers})
     poison = b"not even framed"
-    await producer.send(
-        "jb.airline.BA.calls.v1", key=b"poison-call", value=poison, headers=[("request_id", b"p-2")]
-    )
+    await producer.send("jb.airline.BA.calls.v1", key=b"poison-call", value=poison, headers=[("request_id", b"p-2")])
     await producer.close()
 
     def found(messages: list[Any]) -> bool:

@@ -28,9 +28,7 @@ async def running_simulators(codes: Iterable[str] | None = None) -> AsyncIterato
     airlines = [a for a in load_registry() if wanted is None or a.code in wanted]
     # No added latency: tests wait on deadlines, never on the simulators' realism.
     quiet = {a.code: FaultConfig() for a in airlines}
-    async with Simulators(
-        airlines, ports={a.code: 0 for a in airlines}, control_port=0, defaults=quiet
-    ) as sims:
+    async with Simulators(airlines, ports={a.code: 0 for a in airlines}, control_port=0, defaults=quiet) as sims:
         yield sims
 
 

@@ -118,9 +118,7 @@ async def test_a_return_trip_for_a_family_has_both_slices_and_the_same_answer_tw
 
 
 @pytest.mark.parametrize("code", CODES)
-async def test_a_question_the_airline_refuses_is_rejected(
-    connectors: dict[str, AirlineConnector], code: str
-) -> None:
+async def test_a_question_the_airline_refuses_is_rejected(connectors: dict[str, AirlineConnector], code: str) -> None:
     unknown_airport = LHR_JFK.model_copy(update={"origin": "QQQ"})
     with pytest.raises(AirlineRejected):
         await connectors[code].search(unknown_airport, request_id="it-rej", timeout_s=BUDGET_S)
@@ -190,9 +188,7 @@ async def test_reset_restores_every_airline(
     await set_fault(control, "AY", fault="http_500")
     assert (await control.post("/reset")).status_code == 200
     state = (await control.get("/airlines")).json()
-    assert {code: (s["fault"], s["listening"]) for code, s in state.items()} == {
-        c: ("none", True) for c in CODES
-    }
+    assert {code: (s["fault"], s["listening"]) for code, s in state.items()} == {c: ("none", True) for c in CODES}
     for code in ("BA", "AY"):
         assert await connectors[code].search(LHR_JFK, request_id="it-reset", timeout_s=BUDGET_S)
 

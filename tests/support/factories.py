@@ -93,9 +93,7 @@ def offer(airline: str = "BA", amount: str = "500.00", flight: str = "117", **ov
     return Offer(**(values | overrides))
 
 
-def response(
-    airline: str = "BA", status: ResponseStatus = ResponseStatus.OK, **overrides: Any
-) -> AirlineResponse:
+def response(airline: str = "BA", status: ResponseStatus = ResponseStatus.OK, **overrides: Any) -> AirlineResponse:
     values: dict[str, Any] = {
         "request_id": "req-1",
         "correlation_id": "req-1",

@@ -112,3 +112,38 @@ def test_merge_sorts_by_price_dedupes_and_caps() -> None:
     expired = f.offer("VS", "100.00", flight="3", expires_at=now - timedelta(seconds=1))
     merged = merge_offers([dear, mid, same_trip, cheap, expired], max_offers=2, now=now)
     assert [(o.airline, str(o.total_amount)) for o in merged] == [("AA", "420.00"), ("BA", "515.50")]
+
+
+def test_timer_index_ticks_each_aggregation_once_at_its_deadline_then_at_retention_end() -> None:
+    from streams.aggregation import RETAIN_DONE, TimerIndex
+
+    index = TimerIndex()
+    agg = fresh()
+    deadline = now_utc() + timedelta(seconds=2)
+    agg.add_plan(f.plan(["BA"], deadline=deadline))
+    index.track(agg)
+    index.track(agg)  # tracking the same state twice changes nothing
+    assert index.pop_due(deadline - timedelta(milliseconds=1)) == []
+    due = index.pop_due(deadline)
+    assert [(rid, d.phase) for rid, d in due] == [("req-1", "deadline")]
+    assert index.pop_due(deadline + timedelta(seconds=1)) == [], "a tick is handed out once"
+    agg.complete(deadline)
+    index.track(agg)
+    assert index.pop_due(deadline + RETAIN_DONE - timedelta(seconds=1)) == []
+    assert [d.phase for _, d in index.pop_due(deadline + RETAIN_DONE)] == ["expire"]
+
+
+def test_timer_index_retries_a_tick_that_could_not_be_sent_and_skips_stale_entries() -> None:
+    from streams.aggregation import TimerIndex
+
+    index = TimerIndex()
+    agg = fresh()
+    agg.add_plan(f.plan(["BA"], deadline=now_utc()))
+    index.track(agg)
+    [(rid, due)] = index.pop_due(now_utc() + timedelta(seconds=1))
+    index.retry(rid, due)
+    assert index.pop_due(now_utc() + timedelta(seconds=1)) == [(rid, due)]
+    index.retry(rid, due)
+    agg.complete(now_utc())
+    index.track(agg)  # the state moved on: the retried deadline tick is stale now
+    assert index.pop_due(now_utc() + timedelta(seconds=1)) == []

@@ -25,9 +25,7 @@ from jetbridge.errors import (
 from jetbridge.http import build_http_client
 from schemas.models import Cabin, Offer, SearchCriteria
 
-BA = Airline(
-    code="BA", name="British Airways", kind="ndc", endpoint="http://ba.test", credential="JB_TEST_KEY_BA"
-)
+BA = Airline(code="BA", name="British Airways", kind="ndc", endpoint="http://ba.test", credential="JB_TEST_KEY_BA")
 CRITERIA = SearchCriteria(
     origin="LHR",
     destination="JFK",

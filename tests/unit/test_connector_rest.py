@@ -27,9 +27,7 @@ from jetbridge.errors import (
 from jetbridge.http import build_http_client
 from schemas.models import Cabin, Offer, SearchCriteria
 
-VS = Airline(
-    code="VS", name="Virgin Atlantic", kind="rest", endpoint="http://vs.test", mapping="virgin_atlantic"
-)
+VS = Airline(code="VS", name="Virgin Atlantic", kind="rest", endpoint="http://vs.test", mapping="virgin_atlantic")
 DL = Airline(code="DL", name="Delta", kind="rest", endpoint="http://dl.test/", mapping="delta")
 CRITERIA = SearchCriteria(
     origin="LHR",
@@ -105,9 +103,7 @@ def dl_body(amount: Any = "987.65") -> dict[str, Any]:
                         {
                             "sliceId": "S1",
                             "durationMinutes": 460,
-                            "segments": [
-                                dl_segment("1", "LHR", "JFK", "2026-12-14T10:00:00", "2026-12-14T13:40:00")
-                            ],
+                            "segments": [dl_segment("1", "LHR", "JFK", "2026-12-14T10:00:00", "2026-12-14T13:40:00")],
                         }
                     ]
                 },
@@ -344,13 +340,9 @@ async def test_a_redirect_is_not_followed_and_is_a_bad_response() -> None:
 async def test_a_rest_airline_without_a_known_mapping_module_is_a_configuration_error() -> None:
     async with build_http_client() as http:
         with pytest.raises(ConfigurationError):
-            RestConnector(
-                Airline(code="XX", name="X", kind="rest", endpoint="http://x", mapping="nope"), http
-            )
+            RestConnector(Airline(code="XX", name="X", kind="rest", endpoint="http://x", mapping="nope"), http)
         with pytest.raises(ConfigurationError):
-            RestConnector(
-                Airline(code="XX", name="X", kind="rest", endpoint="http://x", mapping="../os"), http
-            )
+            RestConnector(Airline(code="XX", name="X", kind="rest", endpoint="http://x", mapping="../os"), http)
 
 
 def test_mapping_modules_satisfy_the_rest_mapping_protocol() -> None:

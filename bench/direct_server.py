@@ -1,0 +1,169 @@
+"""THE BASELINE FOR COMPARISON, not part of Jetbridge: a plain MCP server that fans out to the airlines
+itself with ``asyncio.gather`` over httpx. No Kafka, no durability, no dead letters, no decoupling.
+
+It is what a team would build instead of Jetbridge, and the benchmark measures Jetbridge against it. To
+isolate the backbone's cost, everything else is the same code: the same MCP tool and validation, the same
+deadline rule (each airline gets the request's deadline minus the same margin, capped by its timeout),
+the same connectors to the same simulators, and the same merge (the aggregator's state machine).
+
+    python -m bench.direct_server --port 8089
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from connectors.base import AirlineConnector, build_connector
+from jetbridge.airlines import Airline, AirlineRegistry, load_registry
+from jetbridge.errors import AirlineError, AirlineTimeout
+from jetbridge.http import build_http_client
+from jetbridge.log import configure_logging, get_logger
+from jetbridge.runtime import run
+from jetbridge.settings import Settings, get_settings
+from mcp_bridge.server import AirlineInfo, airline_infos, build_server, serve_app
+from mcp_bridge.service import SearchResult, result_of
+from mcp_bridge.validation import validate_search
+from schemas.models import (
+    AggregatorControl,
+    AirlineResponse,
+    ControlKind,
+    ErrorInfo,
+    Offer,
+    ResponseStatus,
+    now_utc,
+)
+from streams.aggregation import Aggregation
+
+__all__ = ["DirectFanOut", "main"]
+
+log = get_logger(__name__)
+
+
+class DirectFanOut:
+    """Scatter-gather in process: every airline that flies the route, called at once, merged at the end."""
+
+    def __init__(self, settings: Settings, registry: AirlineRegistry, http: httpx.AsyncClient) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._connectors: dict[str, AirlineConnector] = {a.code: build_connector(a, http) for a in registry}
+        self.searches = 0
+
+    async def search(self, arguments: dict[str, Any], *, client_id: str) -> SearchResult:
+        started = time.monotonic()
+        settings = self._settings
+        valid = validate_search(
+            **arguments,
+            registry=self._registry,
+            today=datetime.now(UTC).date(),
+            currency=settings.currency,
+            default_max_offers=settings.default_max_offers,
+            default_deadline_ms=settings.default_deadline_ms,
+            max_deadline_ms=settings.max_deadline_ms,
+        )
+        request_id = str(uuid.uuid4())
+        created = now_utc()
+        deadline = created + timedelta(milliseconds=valid.deadline_ms)
+        serving = self._registry.serving(valid.criteria.origin, valid.criteria.destination)
+        if valid.airlines is not None:
+            expected = [a for a in serving if a.code in valid.airlines]
+            not_served = [c for c in valid.airlines if c not in {a.code for a in expected}]
+        else:
+            expected, not_served = serving, []
+        state = Aggregation(request_id=request_id, first_seen=created)
+        state.add_plan(
+            AggregatorControl(
+                request_id=request_id,
+                correlation_id=request_id,
+                kind=ControlKind.PLAN,
+                reply_to="direct",
+                expected_airlines=[a.code for a in expected],
+                not_served=not_served,
+                max_offers=valid.max_offers,
+                deadline=deadline,
+                created_at=created,
+            )
+        )
+        margin = timedelta(milliseconds=settings.connector_deadline_margin_ms)
+        calls = [self._call(a, valid.criteria, request_id, deadline - margin) for a in expected]
+        # The gather is bounded by the deadline the same way the aggregator answers at it.
+        remaining = (deadline - now_utc()).total_seconds()
+        done, pending = await asyncio.wait([asyncio.ensure_future(c) for c in calls], timeout=max(0.0, remaining))
+        for task in pending:
+            task.cancel()
+        for task in done:
+            state.add_response(task.result())
+        reply = state.complete(now_utc())
+        self.searches += 1
+        return result_of(reply, int((time.monotonic() - started) * 1000))
+
+    async def _call(self, airline: Airline, criteria: Any, request_id: str, until: datetime) -> AirlineResponse:
+        started = time.monotonic()
+        budget = min((until - now_utc()).total_seconds(), airline.timeout_ms / 1000)
+        offers: list[Offer] = []
+        error: AirlineError | None = None
+        try:
+            if budget <= 0:
+                raise AirlineTimeout("no time left for the call")
+            offers = await self._connectors[airline.code].search(criteria, request_id=request_id, timeout_s=budget)
+        except AirlineError as exc:
+            error = exc
+        status = (
+            ResponseStatus.OK
+            if error is None
+            else ResponseStatus.TIMEOUT
+            if isinstance(error, AirlineTimeout)
+            else ResponseStatus.ERROR
+        )
+        return AirlineResponse(
+            request_id=request_id,
+            correlation_id=request_id,
+            airline=airline.code,
+            status=status,
+            offers=offers,
+            error=None
+            if error is None
+            else ErrorInfo(code=error.code, message=error.message, retriable=error.retriable),
+            connector_kind=airline.kind,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            produced_at=now_utc(),
+        )
+
+    def airlines(self) -> list[AirlineInfo]:
+        return airline_infos(self._registry)
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "implementation": "direct fan-out baseline", "searches": self.searches}
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self._connectors.values()), return_exceptions=True)
+
+
+async def serve(settings: Settings, host: str, port: int) -> None:
+    http = build_http_client(timeout_s=30.0, max_connections=200)
+    backend = DirectFanOut(settings, load_registry(settings.airlines_file), http)
+    try:
+        await serve_app(build_server(backend, name="direct-fan-out-baseline"), host, port)
+    finally:
+        await backend.aclose()
+        await http.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.direct_server", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8089)
+    args = parser.parse_args()
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format, process="direct-baseline")
+    run(serve(settings, args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()
