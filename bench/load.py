@@ -51,7 +51,8 @@ async def open_loop(
     """Send ``rate`` searches a second for ``warmup_s + hold_s`` seconds; one Sample per request."""
     total = round((warmup_s + hold_s) * rate)
     samples: list[Sample] = []
-    async with contextlib.AsyncExitStack() as stack:
+    stack = contextlib.AsyncExitStack()
+    try:
         clients = [await stack.enter_async_context(Client(url)) for _ in range(max(1, sessions))]
         loop = asyncio.get_running_loop()
         start = loop.time() + 0.05
@@ -86,5 +87,10 @@ async def open_loop(
                     on_measured_start()
             tasks.append(asyncio.create_task(one(i, scheduled)))
         await asyncio.gather(*tasks)
+    finally:
+        # An overloaded server may never acknowledge the sessions' end: do not wait for it forever.
+        with contextlib.suppress(TimeoutError, Exception):
+            async with asyncio.timeout(10):
+                await stack.aclose()
     samples.sort(key=lambda s: s.scheduled_s)
     return samples

@@ -96,6 +96,12 @@ def write_summary(path: Path, results: dict[str, Any]) -> None:
             f"| {jb['error_rate'] * 100:.2f} % | {base['error_rate'] * 100:.2f} % |"
         )
     sustained = results["max_sustained_rate"]
+    if results.get("saturated_at"):
+        lines += [
+            "",
+            "Saturation (first rate with p99 at or past the deadline, or over 5 % errors; higher rates not run): "
+            + ", ".join(f"{k} at {v:g}/s" for k, v in results["saturated_at"].items()),
+        ]
     lines += [
         "",
         "## Capacity and cost",
@@ -107,6 +113,8 @@ def write_summary(path: Path, results: dict[str, Any]) -> None:
         f"{_fmt((sustained['jetbridge'] or 0) / sustained['baseline'], 2) if sustained['baseline'] else '-'} |",
     ]
     for rate in sorted({r["rate"] for r in results["runs"]}):
+        if ("jetbridge", rate) not in by or ("baseline", rate) not in by:
+            continue
         jb, base = by[("jetbridge", rate)], by[("baseline", rate)]
         a, b = jb["cpu_s_per_request"]["total"], base["cpu_s_per_request"]["total"]
         lines.append(

@@ -43,7 +43,7 @@ JETBRIDGE_PROCESSES = ("bridge", "streams", "connectors", "kafka", "registry")
 
 @dataclass
 class BenchConfig:
-    rates: list[float] = field(default_factory=lambda: [10, 20, 50, 100, 150])
+    rates: list[float] = field(default_factory=lambda: [10, 20, 30, 40, 50, 75, 100])
     warmup_s: float = 5.0
     hold_s: float = 20.0
     deadline_ms: int = 3000
@@ -68,6 +68,14 @@ def _arguments(deadline_ms: int) -> Callable[[int], dict[str, Any]]:
         }
 
     return make
+
+
+def _baseline_env(settings: Settings) -> dict[str, str]:
+    """The baseline reads the same airline registry (same simulators) as the stack under test."""
+    env = dict(os.environ, JB_HOME=str(settings.home))
+    if settings.airlines_file is not None:
+        env["JB_AIRLINES_FILE"] = str(settings.airlines_file)
+    return env
 
 
 def _pid(settings: Settings, name: str) -> int:
@@ -149,6 +157,19 @@ async def _measure(
     return _summarise(system, rate, samples, cpu, config.hold_s)
 
 
+async def _settle(meter: ProcessMeter, names: tuple[str, ...], quiet_cores: float = 0.15, limit_s: float = 60) -> None:
+    """Wait until a system has worked off what it queued (its CPU is quiet) before the next run."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + limit_s
+    before = meter.cpu_seconds()
+    while loop.time() < give_up:
+        await asyncio.sleep(1.0)
+        after = meter.cpu_seconds()
+        if sum(after[n] - before[n] for n in names) < quiet_cores:
+            return
+        before = after
+
+
 async def _configure_simulators(control_url: str, latencies: dict[str, int]) -> None:
     async with httpx.AsyncClient(base_url=control_url, timeout=10, trust_env=False) as http:
         for code, latency in latencies.items():
@@ -196,12 +217,15 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
         cwd=REPO_ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=dict(os.environ, JB_HOME=str(settings.home)),
+        env=_baseline_env(settings),
     )
     try:
         await _wait_http(f"http://127.0.0.1:{config.baseline_port}/health")
         await _configure_simulators(control_url, config.airline_latency_ms)
-        pids = {name: _pid(settings, name) for name in JETBRIDGE_PROCESSES}
+        # Kafka and the registry are measured when this machine runs them (not for an external cluster).
+        own_infra = [n for n in ("kafka", "registry") if (settings.run_dir / f"{n}.pid").exists()]
+        jetbridge_processes = tuple(n for n in JETBRIDGE_PROCESSES if n not in ("kafka", "registry") or n in own_infra)
+        pids = {name: _pid(settings, name) for name in jetbridge_processes}
         pids |= {
             "direct-baseline": baseline.pid,
             "simulators": _pid(settings, "simulators"),
@@ -213,14 +237,22 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
         runs: list[dict[str, Any]] = []
         jb_requests = 0
         started = time.monotonic()
+        saturated: dict[str, float] = {}
         for rate in config.rates:
             for system, url, own in (
-                ("jetbridge", settings.bridge_url, JETBRIDGE_PROCESSES),
+                ("jetbridge", settings.bridge_url, jetbridge_processes),
                 ("baseline", baseline_url, ("direct-baseline",)),
             ):
+                if system in saturated:
+                    say(f"bench: {system} at {rate:g}/s skipped: it already failed at {saturated[system]:g}/s")
+                    continue
                 say(f"bench: {system} at {rate:g}/s ({config.warmup_s:g} s warm-up + {config.hold_s:g} s)")
                 row = await _measure(url, system, rate, config, meter, own)
                 runs.append(row)
+                # Past this point a system only queues up work; higher rates would measure the queue.
+                if row["error_rate"] > 0.05 or not row["latency_ms"]["p99"] < config.deadline_ms:
+                    saturated[system] = rate
+                await _settle(meter, own)
                 if system == "jetbridge":
                     jb_requests += round((config.warmup_s + config.hold_s) * rate)
                 lat = row["latency_ms"]
@@ -231,7 +263,7 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
         offsets1 = await topic_end_offsets(settings.kafka_bootstrap_servers, ("jb.", "jetbridge-streams"))
         soak: dict[str, Any] | None = None
         if config.soak_s > 0:
-            soak = await _soak(settings, config, pids, say)
+            soak = await _soak(settings, config, {k: pids[k] for k in jetbridge_processes}, say)
         await meter.stop()
         peak = meter.peak_rss_mb()
         events = {t: (offsets1.get(t, 0) - offsets0.get(t, 0)) / max(1, jb_requests) for t in sorted(offsets1)}
@@ -245,8 +277,9 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
             "runs": runs,
             "added_latency_ms": _added(runs),
             "max_sustained_rate": {s: _sustained(runs, s, config.deadline_ms) for s in ("jetbridge", "baseline")},
+            "saturated_at": saturated,
             "peak_rss_mb": {
-                "jetbridge": {k: peak[k] for k in JETBRIDGE_PROCESSES},
+                "jetbridge": {k: peak[k] for k in jetbridge_processes},
                 "baseline": {"direct-baseline": peak["direct-baseline"]},
                 "shared": {"simulators": peak["simulators"], "load-generator": peak["load-generator"]},
             },
@@ -266,7 +299,7 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
 
 async def _soak(settings: Settings, config: BenchConfig, pids: dict[str, int], say: Say) -> dict[str, Any]:
     say(f"bench: soak, Jetbridge at {config.soak_rate:g}/s for {config.soak_s:g} s")
-    meter = ProcessMeter({k: pids[k] for k in JETBRIDGE_PROCESSES}, interval_s=5.0)
+    meter = ProcessMeter(pids, interval_s=5.0)
     meter.start()
     samples = await open_loop(
         settings.bridge_url,
@@ -279,7 +312,7 @@ async def _soak(settings: Settings, config: BenchConfig, pids: dict[str, int], s
     )
     await meter.stop()
     rss: dict[str, dict[str, float]] = {}
-    for name in JETBRIDGE_PROCESSES:
+    for name in pids:
         series = meter.rss_series_mb(name)
         first = [mb for t, mb in series if t <= 60] or [series[0][1]]
         last = [mb for t, mb in series if t >= series[-1][0] - 60] or [series[-1][1]]
@@ -299,6 +332,8 @@ def _added(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by = {(r["system"], r["rate"]): r for r in runs}
     rows = []
     for rate in sorted({r["rate"] for r in runs}):
+        if ("jetbridge", rate) not in by or ("baseline", rate) not in by:
+            continue
         jb, base = by[("jetbridge", rate)]["latency_ms"], by[("baseline", rate)]["latency_ms"]
         rows.append({"rate": rate} | {q: round(jb[q] - base[q], 1) for q in ("p50", "p95", "p99")})
     return rows
