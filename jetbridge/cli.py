@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p_topics = sub.add_parser("topics", help="topic administration")
     p_topics.add_argument("action", choices=["apply"])
     p_bench = sub.add_parser("bench", help="benchmark Jetbridge against a direct fan-out baseline")
-    p_bench.add_argument("--rates", default="10,20,50,100,150", help="offered searches/s, comma-separated")
+    p_bench.add_argument("--rates", default="10,20,30,40,50,75,100", help="offered searches/s, comma-separated")
     p_bench.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up per rate (excluded)")
     p_bench.add_argument("--hold", type=float, default=20.0, help="seconds measured per rate and system")
     p_bench.add_argument("--deadline-ms", type=int, default=3000)

@@ -1,6 +1,6 @@
 """The boundary every airline call crosses: one time budget, one error tree, one log context.
 
-`guarded_search` runs a kind's search inside ``anyio.fail_after(timeout_s)`` and guarantees that only
+`guarded_search` runs a kind's search inside ``asyncio.wait_for(..., timeout_s)`` and guarantees that only
 `AirlineError` subclasses leave it:
 
     budget spent (ours or the client library's)            → AirlineTimeout
@@ -11,10 +11,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-import anyio
 from pydantic import SecretStr
 from structlog.contextvars import bound_contextvars
 
@@ -51,8 +51,11 @@ async def guarded_search(
         try:
             if timeout_s <= 0:
                 raise AirlineTimeout(f"{airline.code}: no time left for the call")
-            with anyio.fail_after(timeout_s):
-                offers = await search()
+            # asyncio.wait_for, not a cancel scope (anyio.fail_after / asyncio.timeout): cancelling an
+            # httpx request from its own task can leave httpcore's pool connections stuck "in use" for
+            # good (reproduced with httpcore 1.0.9: 20 of 20 connections wedged after a burst of
+            # timeouts); cancelling the separate task wait_for runs it in does not.
+            offers = await asyncio.wait_for(search(), timeout_s)
         except Exception as exc:
             error = _classify(airline, exc, timeout_s)
             if type(error) is AirlineError:
