@@ -18,8 +18,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
-
 from connectors.base import AirlineConnector, build_connector
 from jetbridge.airlines import Airline, AirlineRegistry, load_registry
 from jetbridge.errors import AirlineError, AirlineTimeout
@@ -49,10 +47,14 @@ log = get_logger(__name__)
 class DirectFanOut:
     """Scatter-gather in process: every airline that flies the route, called at once, merged at the end."""
 
-    def __init__(self, settings: Settings, registry: AirlineRegistry, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, registry: AirlineRegistry) -> None:
         self._settings = settings
         self._registry = registry
-        self._connectors: dict[str, AirlineConnector] = {a.code: build_connector(a, http) for a in registry}
+        # One pool per airline, sized like the connector workers' (same HTTP behaviour in both systems).
+        self._http = {a.code: build_http_client(timeout_s=30.0, max_connections=a.concurrency) for a in registry}
+        self._connectors: dict[str, AirlineConnector] = {
+            a.code: build_connector(a, self._http[a.code]) for a in registry
+        }
         self.searches = 0
 
     async def search(self, arguments: dict[str, Any], *, client_id: str) -> SearchResult:
@@ -143,16 +145,15 @@ class DirectFanOut:
 
     async def aclose(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self._connectors.values()), return_exceptions=True)
+        await asyncio.gather(*(h.aclose() for h in self._http.values()))
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:
-    http = build_http_client(timeout_s=30.0, max_connections=200)
-    backend = DirectFanOut(settings, load_registry(settings.airlines_file), http)
+    backend = DirectFanOut(settings, load_registry(settings.airlines_file))
     try:
         await serve_app(build_server(backend, name="direct-fan-out-baseline"), host, port)
     finally:
         await backend.aclose()
-        await http.aclose()
 
 
 def main() -> None:

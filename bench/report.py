@@ -131,7 +131,7 @@ def write_summary(path: Path, results: dict[str, Any]) -> None:
         "Peak RSS per process (MB): "
         + ", ".join(f"{k} {v:.0f}" for group in ("jetbridge", "baseline", "shared") for k, v in peak[group].items()),
         "",
-        "Kafka events produced per search (Jetbridge): "
+        "Kafka events produced per search (Jetbridge, at its highest sustained rate): "
         + ", ".join(f"{k} {v:.2f}" for k, v in results["kafka_events_per_request"].items()),
         "",
         "CPU seconds per request by process at the highest sustained rate are in the JSON (`cpu_s_per_request`).",

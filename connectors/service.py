@@ -28,14 +28,18 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
     unknown = [code for code in wanted if code not in runtime.airlines]
     if unknown:
         raise ConfigurationError(f"unknown airline(s) {unknown}; the registry has {runtime.airlines.codes()}")
-    http = build_http_client(timeout_s=30.0, max_connections=200)
+    # One connection pool per airline: a bulkhead (a slow airline cannot hold another's connections),
+    # and small pools keep httpcore's per-request scan of its connections cheap.
+    clients = {
+        code: build_http_client(timeout_s=30.0, max_connections=runtime.airlines[code].concurrency) for code in wanted
+    }
     workers = [
         ConnectorWorker(
             runtime.airlines[code],
             codec=runtime.codec,
             producer=runtime.producer,
             consumer_config=kafka_config(settings, f"jb-connector-{code}"),
-            http=http,
+            http=clients[code],
             concurrency=min(runtime.airlines[code].concurrency, settings.connector_concurrency),
             deadline_margin_ms=settings.connector_deadline_margin_ms,
         )
@@ -67,6 +71,6 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
         await asyncio.gather(*running)
     finally:
         ready.unlink(missing_ok=True)
-        await http.aclose()
+        await asyncio.gather(*(c.aclose() for c in clients.values()))
         await runtime.close()
         log.info("connectors stopped", handled={w.airline.code: w.handled for w in workers})

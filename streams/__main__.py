@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+
+import uvloop
 
 from jetbridge.log import configure_logging
 from jetbridge.settings import get_settings
@@ -11,10 +14,13 @@ from jetbridge.settings import get_settings
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, process="streams")
+    # uvloop before faust creates its loop (faust's own --loop option comes too late: the app module,
+    # imported below, already made one).
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     from streams.app import app
 
     level = "info" if settings.log_level.upper() == "DEBUG" else "warn"
-    sys.argv = [sys.argv[0], "--loop", "uvloop", "worker", "--loglevel", level, "--without-web"]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", level, "--without-web"]
     app.main()
 
 
