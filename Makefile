@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo up down status test lint typecheck unit clean
+.PHONY: setup demo up down status test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed"; exit 1; }
@@ -33,6 +33,9 @@ down:
 
 status:
 	$(BIN)/jetbridge status
+
+bench: setup
+	$(BIN)/jetbridge bench
 
 lint: setup
 	$(BIN)/ruff check .

@@ -36,6 +36,8 @@ __all__ = ["ConnectorWorker", "OffsetTracker"]
 
 log = get_logger(__name__)
 
+BACKSTOP_S = 2.0
+
 
 @dataclass
 class OffsetTracker:
@@ -242,10 +244,13 @@ class ConnectorWorker:
 
     async def _call_airline(self, call: AirlineCall, budget_s: float) -> list[Offer]:
         """One airline call inside its time budget (the seam for retry, breaker and rate limit)."""
+        # The connector bounds its own call (see connectors/kinds/boundary.py); this is only a backstop
+        # for a connector that does not, kept well clear of the connector's own limit so the two
+        # cancellations never race.
         try:
             return await asyncio.wait_for(
                 self._connector.search(call.criteria, request_id=call.request_id, timeout_s=budget_s),
-                timeout=budget_s + 0.05,
+                timeout=budget_s + BACKSTOP_S,
             )
         except TimeoutError:
             raise AirlineTimeout(f"{self.airline.code} did not answer within {budget_s:.2f} s") from None

@@ -27,6 +27,8 @@ __all__ = ["MAPPING_ERRORS", "api_key", "guarded_search"]
 
 log = get_logger("connectors")
 
+CANCEL_SLACK_S = 0.3
+
 # What mapping an airline's body into our model raises when the body breaks the contract.
 # (pydantic's ValidationError and our UntrustedValue are ValueErrors; RecursionError is deep nesting.)
 MAPPING_ERRORS: tuple[type[Exception], ...] = (ValueError, KeyError, TypeError, IndexError, RecursionError)
@@ -44,6 +46,7 @@ async def guarded_search(
     request_id: str,
     timeout_s: float,
     search: Callable[[], Awaitable[list[Offer]]],
+    slack_s: float = CANCEL_SLACK_S,
 ) -> list[Offer]:
     """Run ``search`` within the budget; map every failure onto the error tree and log the outcome."""
     started = time.perf_counter()
@@ -51,11 +54,12 @@ async def guarded_search(
         try:
             if timeout_s <= 0:
                 raise AirlineTimeout(f"{airline.code}: no time left for the call")
-            # asyncio.wait_for, not a cancel scope (anyio.fail_after / asyncio.timeout): cancelling an
-            # httpx request from its own task can leave httpcore's pool connections stuck "in use" for
-            # good (reproduced with httpcore 1.0.9: 20 of 20 connections wedged after a burst of
-            # timeouts); cancelling the separate task wait_for runs it in does not.
-            offers = await asyncio.wait_for(search(), timeout_s)
+            # The kinds give their clients the budget as their own timeouts (httpx pool/connect/read), which
+            # end a call cleanly. Cancelling an httpx request from outside can leave httpcore's pool
+            # connections stuck "in use" for good (reproduced with httpcore 1.0.9: 20 of 20 connections
+            # wedged after a burst of timeouts), so the outer bound is a last resort: a separate task
+            # (wait_for, not a cancel scope) with a little slack, which the clients' timeouts beat.
+            offers = await asyncio.wait_for(search(), timeout_s + slack_s)
         except Exception as exc:
             error = _classify(airline, exc, timeout_s)
             if type(error) is AirlineError:

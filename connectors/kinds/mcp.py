@@ -159,7 +159,11 @@ class McpConnector:
                 _tool_content(self._airline.code, result), airline=self._airline.code, criteria=criteria
             )
 
-        return await guarded_search(self._airline, self.kind, request_id=request_id, timeout_s=timeout_s, search=call)
+        # No slack: the MCP client runs on httpx2/anyio, not on the httpcore 1.x pool the slack protects,
+        # and its read timeout does not cover every wait.
+        return await guarded_search(
+            self._airline, self.kind, request_id=request_id, timeout_s=timeout_s, search=call, slack_s=0.0
+        )
 
     async def _call_tool(self, arguments: dict[str, Any], timeout_s: float) -> CallToolResult:
         probe = _StatusProbe(self._pool)
