@@ -47,7 +47,7 @@ async def open_codec(
     give_up = loop.time() + wait_s
     while True:
         try:
-            await asyncio.gather(*(codec.register(s.name, s.model) for s in specs))
+            await asyncio.gather(*(codec.register(s.name, s.model) for s in specs if s.model is not None))
             return codec
         except SchemaRegistryError as exc:
             if loop.time() >= give_up:

@@ -20,6 +20,7 @@ from schemas.models import (
 )
 
 __all__ = [
+    "AGGREGATIONS_CHANGELOG",
     "AGGREGATOR_CONTROL",
     "AIRLINE_RESPONSES",
     "AUDIT",
@@ -37,6 +38,7 @@ AGGREGATOR_CONTROL = "jb.aggregator-control.v1"
 REPLIES = "jb.replies.v1"
 DLQ = "jb.dlq.v1"
 AUDIT = "jb.audit.v1"
+AGGREGATIONS_CHANGELOG = "jetbridge-streams-aggregations-changelog"
 
 _HOUR_MS = 3_600_000
 _DAY_MS = 24 * _HOUR_MS
@@ -49,13 +51,17 @@ def airline_calls_topic(code: str) -> str:
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     name: str
-    model: type[Event]
+    model: type[Event] | None  # None: not one of our Avro contracts (faust's own changelog)
     partitions: int
     retention_ms: int
     cleanup_policy: str = "delete"
+    segment_ms: int | None = None
 
     def configs(self) -> dict[str, str]:
-        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+        configs = {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+        if self.segment_ms is not None:
+            configs["segment.ms"] = str(self.segment_ms)
+        return configs
 
 
 def declared_topics(registry: AirlineRegistry, partitions: int = 6) -> list[TopicSpec]:
@@ -74,4 +80,9 @@ def declared_topics(registry: AirlineRegistry, partitions: int = 6) -> list[Topi
         TopicSpec(AUDIT, AuditRecord, 3, 30 * _DAY_MS),
     ]
     specs += [TopicSpec(airline_calls_topic(a.code), AirlineCall, max(1, partitions // 2), _DAY_MS) for a in registry]
+    # The aggregator table's changelog (faust's JSON, not a contract). Declared here so it is compacted
+    # *and* trimmed: an aggregation is useless after a minute, and a worker replays this topic at start.
+    specs.append(
+        TopicSpec(AGGREGATIONS_CHANGELOG, None, partitions, _HOUR_MS, "compact,delete", segment_ms=_HOUR_MS // 6)
+    )
     return specs
