@@ -2,6 +2,10 @@
 
 Requests leave on a fixed schedule whether or not earlier ones returned, and each latency is measured from
 the request's *scheduled* time, so a server that falls behind shows it (no coordinated omission).
+
+Each MCP session lives in a task of its own: the SDK's client cancels the task that opened it when its
+connection breaks (an overloaded server does that), and that must cost the requests of that session, not
+the whole run.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from mcp import Client
 
 __all__ = ["Sample", "open_loop"]
 
+_Job = tuple[dict[str, Any], "asyncio.Future[str]"]
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -26,15 +32,71 @@ class Sample:
     warmup: bool
 
 
-async def _call(client: Client, arguments: dict[str, Any], timeout_s: float) -> str:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout_s):
-            result = await client.call_tool("search_offers", arguments)
-            if result.is_error:
-                return "error"
-            structured = result.structured_content or {}
-            return str(structured.get("status", "error"))
-    return "timeout"
+async def _call(client: Client, arguments: dict[str, Any]) -> str:
+    result = await client.call_tool("search_offers", arguments)
+    if result.is_error:
+        return "error"
+    structured = result.structured_content or {}
+    return str(structured.get("status", "error"))
+
+
+class _Session:
+    """One MCP session in its own task, fed through a queue."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self.ready = asyncio.Event()
+        self.alive = True
+        self._task = asyncio.create_task(self._run())
+
+    def submit(self, arguments: dict[str, Any]) -> asyncio.Future[str]:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if self.alive:
+            self._queue.put_nowait((arguments, future))
+        else:
+            future.set_result("error")
+        return future
+
+    async def _run(self) -> None:
+        try:
+            async with Client(self._url) as client:
+                self.ready.set()
+                calls: set[asyncio.Task[None]] = set()
+                while (job := await self._queue.get()) is not None:
+                    task = asyncio.create_task(self._one(client, *job))
+                    calls.add(task)
+                    task.add_done_callback(calls.discard)
+                if calls:
+                    await asyncio.wait(calls)
+        except BaseException:  # noqa: BLE001, S110 - a broken session fails its own requests, nothing else
+            pass
+        finally:
+            self.alive = False
+            self.ready.set()
+            while not self._queue.empty():
+                job = self._queue.get_nowait()
+                if job is not None and not job[1].done():
+                    job[1].set_result("error")
+
+    @staticmethod
+    async def _one(client: Client, arguments: dict[str, Any], future: asyncio.Future[str]) -> None:
+        try:
+            status = await _call(client, arguments)
+        except Exception:  # noqa: BLE001 - a failed request is a data point
+            status = "error"
+        if not future.done():
+            future.set_result(status)
+
+    async def close(self) -> None:
+        self._queue.put_nowait(None)
+        try:
+            async with asyncio.timeout(10):
+                await asyncio.shield(self._task)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
 
 
 async def open_loop(
@@ -51,31 +113,31 @@ async def open_loop(
     """Send ``rate`` searches a second for ``warmup_s + hold_s`` seconds; one Sample per request."""
     total = round((warmup_s + hold_s) * rate)
     samples: list[Sample] = []
-    stack = contextlib.AsyncExitStack()
-    try:
-        clients = [await stack.enter_async_context(Client(url)) for _ in range(max(1, sessions))]
-        loop = asyncio.get_running_loop()
-        start = loop.time() + 0.05
-        tasks: list[asyncio.Task[None]] = []
-        measured_started = False
+    pool = [_Session(url) for _ in range(max(1, sessions))]
+    await asyncio.gather(*(s.ready.wait() for s in pool))
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    tasks: list[asyncio.Task[None]] = []
+    measured_started = False
 
-        async def one(i: int, scheduled: float) -> None:
-            status = "error"
-            try:
-                status = await _call(clients[i % len(clients)], arguments(i), timeout_s)
-            except Exception:  # noqa: BLE001 - a failed request is a data point, not a crash
-                status = "error"
-            latency = loop.time() - scheduled
-            samples.append(
-                Sample(
-                    scheduled_s=scheduled - start,
-                    latency_s=latency,
-                    ok=status in ("complete", "partial", "no_airlines"),
-                    status=status,
-                    warmup=scheduled - start < warmup_s,
-                )
+    async def one(i: int, scheduled: float) -> None:
+        future = pool[i % len(pool)].submit(arguments(i))
+        try:
+            status = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            status = "timeout"
+        latency = loop.time() - scheduled
+        samples.append(
+            Sample(
+                scheduled_s=scheduled - start,
+                latency_s=latency,
+                ok=status in ("complete", "partial", "no_airlines"),
+                status=status,
+                warmup=scheduled - start < warmup_s,
             )
+        )
 
+    try:
         for i in range(total):
             scheduled = start + i / rate
             delay = scheduled - loop.time()
@@ -88,9 +150,6 @@ async def open_loop(
             tasks.append(asyncio.create_task(one(i, scheduled)))
         await asyncio.gather(*tasks)
     finally:
-        # An overloaded server may never acknowledge the sessions' end: do not wait for it forever.
-        with contextlib.suppress(TimeoutError, Exception):
-            async with asyncio.timeout(10):
-                await stack.aclose()
+        await asyncio.gather(*(s.close() for s in pool), return_exceptions=True)
     samples.sort(key=lambda s: s.scheduled_s)
     return samples
