@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.base import AirlineConnector, build_connector
+from connectors.worker import airline_response
 from jetbridge.airlines import Airline, AirlineRegistry, load_registry
 from jetbridge.errors import AirlineError, AirlineTimeout
 from jetbridge.http import build_http_client
@@ -32,9 +33,7 @@ from schemas.models import (
     AggregatorControl,
     AirlineResponse,
     ControlKind,
-    ErrorInfo,
     Offer,
-    ResponseStatus,
     now_utc,
 )
 from streams.aggregation import Aggregation
@@ -116,25 +115,13 @@ class DirectFanOut:
             offers = await self._connectors[airline.code].search(criteria, request_id=request_id, timeout_s=budget)
         except AirlineError as exc:
             error = exc
-        status = (
-            ResponseStatus.OK
-            if error is None
-            else ResponseStatus.TIMEOUT
-            if isinstance(error, AirlineTimeout)
-            else ResponseStatus.ERROR
-        )
-        return AirlineResponse(
+        return airline_response(
+            airline,
             request_id=request_id,
             correlation_id=request_id,
-            airline=airline.code,
-            status=status,
             offers=offers,
-            error=None
-            if error is None
-            else ErrorInfo(code=error.code, message=error.message, retriable=error.retriable),
-            connector_kind=airline.kind,
+            error=error,
             latency_ms=int((time.monotonic() - started) * 1000),
-            produced_at=now_utc(),
         )
 
     def airlines(self) -> list[AirlineInfo]:

@@ -32,7 +32,7 @@ from jetbridge.topics import AIRLINE_RESPONSES, DLQ
 from schemas.codec import AvroCodec
 from schemas.models import AirlineCall, AirlineResponse, ErrorInfo, Offer, ResponseStatus, now_utc
 
-__all__ = ["ConnectorWorker", "OffsetTracker"]
+__all__ = ["ConnectorWorker", "OffsetTracker", "airline_response"]
 
 log = get_logger(__name__)
 
@@ -72,6 +72,39 @@ class OffsetTracker:
             self.in_flight.pop(p, None)
             self.highest_done.pop(p, None)
             self.committed.pop(p, None)
+
+
+def airline_response(
+    airline: Airline,
+    *,
+    request_id: str,
+    correlation_id: str,
+    offers: list[Offer],
+    error: JetbridgeError | None,
+    latency_ms: int,
+    attempts: int = 1,
+) -> AirlineResponse:
+    """The normalised answer of one airline call: its offers, or the error as TIMEOUT or ERROR."""
+    if error is None:
+        status = ResponseStatus.OK
+    elif isinstance(error, AirlineTimeout | DeadlineExceeded):
+        status = ResponseStatus.TIMEOUT
+    else:
+        status = ResponseStatus.ERROR
+    return AirlineResponse(
+        request_id=request_id,
+        correlation_id=correlation_id,
+        airline=airline.code,
+        status=status,
+        offers=offers,
+        error=None
+        if error is None
+        else ErrorInfo(code=error.code, message=error.message[:500], retriable=error.retriable),
+        connector_kind=airline.kind,
+        latency_ms=latency_ms,
+        attempts=attempts,
+        produced_at=now_utc(),
+    )
 
 
 class ConnectorWorker:
@@ -206,26 +239,16 @@ class ConnectorWorker:
             except AirlineError as exc:
                 error = exc
         latency_ms = int((asyncio.get_running_loop().time() - started) * 1000)
-        if error is None:
-            status = ResponseStatus.OK
-        elif isinstance(error, AirlineTimeout | DeadlineExceeded):
-            status = ResponseStatus.TIMEOUT
-        else:
-            status = ResponseStatus.ERROR
-        response = AirlineResponse(
+        response = airline_response(
+            self.airline,
             request_id=call.request_id,
             correlation_id=call.correlation_id,
-            airline=self.airline.code,
-            status=status,
             offers=offers,
-            error=None
-            if error is None
-            else ErrorInfo(code=error.code, message=error.message[:500], retriable=error.retriable),
-            connector_kind=self.airline.kind,
+            error=error,
             latency_ms=latency_ms,
             attempts=call.attempt,
-            produced_at=now_utc(),
         )
+        status = response.status
         await self._producer.send(
             AIRLINE_RESPONSES,
             key=call.request_id,

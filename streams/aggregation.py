@@ -25,7 +25,7 @@ from schemas.models import (
     SearchReply,
 )
 
-__all__ = ["RETAIN_DONE", "Aggregation", "Plan", "TimerIndex", "merge_offers"]
+__all__ = ["RETAIN_DONE", "Aggregation", "Plan", "TimerIndex", "merge_offers", "retention_over"]
 
 # Completed aggregations stay in the table this long, so late or duplicate responses are recognised
 # and dropped instead of starting a new aggregation.
@@ -165,6 +165,12 @@ class Due:
     at: datetime
     correlation_id: str
     deadline: datetime
+
+
+def retention_over(state: Aggregation, now: datetime) -> bool:
+    """A finished (or never planned) aggregation has been kept long enough to absorb late duplicates."""
+    due = next_due(state)
+    return due.phase == "expire" and now > due.at
 
 
 def next_due(state: Aggregation) -> Due:

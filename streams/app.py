@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import faust
@@ -47,7 +46,7 @@ from schemas.models import (
     SearchRequest,
     now_utc,
 )
-from streams.aggregation import RETAIN_DONE, Aggregation, TimerIndex
+from streams.aggregation import Aggregation, TimerIndex, retention_over
 
 __all__ = ["app", "build_app"]
 
@@ -56,12 +55,6 @@ log = get_logger(__name__)
 
 def _brokers(bootstrap: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
-
-
-def _expired(state: Aggregation, now: datetime) -> bool:
-    """A finished (or never planned) aggregation kept long enough to absorb late duplicates."""
-    since = state.completed_at if state.done and state.completed_at is not None else state.first_seen
-    return now - since > RETAIN_DONE
 
 
 def _headers_of(event: Any) -> dict[str, str]:
@@ -272,7 +265,7 @@ def build_app(settings: Settings) -> faust.App:
                 elif not known:
                     return  # a tick for an aggregation already forgotten
                 elif state.done or state.plan is None:
-                    if _expired(state, now):
+                    if retention_over(state, now):
                         del table[key]
                         live.pop(request_id, None)
                         timers.forget(request_id)
