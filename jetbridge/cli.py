@@ -65,7 +65,7 @@ async def _status(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def _topics(settings: Settings, _: argparse.Namespace) -> int:
-    specs = declared_topics(load_registry(settings.airlines_file), settings.topic_partitions)
+    specs = declared_topics(load_registry(settings.airlines_file), settings.topic_partitions, settings.topic_prefix)
     outcome = await apply_topics(
         {"bootstrap.servers": settings.kafka_bootstrap_servers},
         specs,

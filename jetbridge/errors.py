@@ -10,6 +10,7 @@ so never rename one) and a ``retriable`` flag that retry logic reads instead of 
     │   ├── SchemaRegistryError           registry unreachable or refusing (retriable)
     │   └── DecodeError                   bytes that are not a valid event (poison; never retried)
     ├── KafkaError                        produce/consume failures (retriable)
+    ├── BackboneUnavailable               the broker or a stage cannot serve now (retriable, retry_after_s)
     ├── DeadlineExceeded                  the request's deadline passed before work could finish
     └── AirlineError                      anything that went wrong talking to one airline
         ├── AirlineTimeout                no answer inside the time budget (retriable)
@@ -28,6 +29,7 @@ __all__ = [
     "AirlineRejected",
     "AirlineTimeout",
     "AirlineUnavailable",
+    "BackboneUnavailable",
     "ConfigurationError",
     "DeadlineExceeded",
     "DecodeError",
@@ -83,6 +85,20 @@ class DecodeError(SchemaError):
 class KafkaError(JetbridgeError):
     code = "kafka"
     retriable = True
+
+
+class BackboneUnavailable(JetbridgeError):
+    """Jetbridge itself (the broker, or a stage behind the bridge) could not answer in time.
+
+    What an agent gets instead of a hang: retriable, with a hint of when to try again.
+    """
+
+    code = "backbone_unavailable"
+    retriable = True
+
+    def __init__(self, message: str, *, retry_after_s: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class DeadlineExceeded(JetbridgeError):

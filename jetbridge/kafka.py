@@ -35,6 +35,7 @@ __all__ = [
     "HEADER_DEADLINE_MS",
     "HEADER_REQUEST_ID",
     "HEADER_TRACEPARENT",
+    "PARTITIONER",
     "AsyncConsumer",
     "AsyncProducer",
     "Delivery",
@@ -53,6 +54,12 @@ HEADER_DEADLINE_MS = "deadline_ms"
 HEADER_TRACEPARENT = "traceparent"
 
 Headers = list[tuple[str, bytes]]
+
+# One partitioner for every producer of a keyed topic. Faust (aiokafka) and the Java clients hash keys
+# with murmur2; librdkafka's default is crc32. The aggregator's join needs a request's events on the same
+# partition number of every topic, so our librdkafka producers use murmur2 as well (tested in
+# tests/integration/test_partitioning.py against aiokafka's partitioner on a real broker).
+PARTITIONER = "murmur2_random"
 
 
 def new_traceparent() -> str:
@@ -108,6 +115,7 @@ class AsyncProducer:
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 1,
+            "partitioner": PARTITIONER,
             # No compression: events are small and latency matters, and faust (aiokafka) then reads
             # them without extra codec libraries.
             "compression.type": "none",

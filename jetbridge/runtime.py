@@ -72,7 +72,8 @@ class Runtime:
 async def open_runtime(settings: Settings, *, client_id: str, producer: dict[str, Any] | None = None) -> Runtime:
     airlines = load_registry(settings.airlines_file)
     http = build_http_client(timeout_s=10.0, max_connections=10)
-    codec = await open_codec(settings, declared_topics(airlines, settings.topic_partitions), http)
+    specs = declared_topics(airlines, settings.topic_partitions, settings.topic_prefix)
+    codec = await open_codec(settings, specs, http)
     config = kafka_config(settings, client_id) | {"linger.ms": settings.producer_linger_ms} | (producer or {})
     return Runtime(settings, airlines, http, codec, AsyncProducer(config))
 

@@ -65,7 +65,26 @@ class Settings(BaseSettings):
     connector_concurrency: int = Field(default=32, ge=1, validation_alias="JB_CONNECTOR_CONCURRENCY")
     aggregator_tick_ms: int = Field(default=50, ge=10, validation_alias="JB_AGGREGATOR_TICK_MS")
     topic_partitions: int = Field(default=6, ge=1, validation_alias="JB_TOPIC_PARTITIONS")
+    # Put before every topic name (and the streams' consumer group): lets tests, or two stacks sharing one
+    # cluster, run side by side with topics and groups of their own. Empty in production.
+    topic_prefix: str = Field(default="", validation_alias="JB_TOPIC_PREFIX")
+
+    # Which instance of its kind this process is ("streams-2"); the local stack's supervisor sets it, an
+    # orchestrator sets it from the pod name. It names the static group membership, so a restarted
+    # instance takes its partitions back at once instead of waiting for its old session to expire.
+    instance: str = Field(default="", validation_alias="JB_INSTANCE")
+    # Where the process serves GET /health (and later /metrics) for the supervisor and orchestrator
+    # probes; 0 = no health endpoint. The bridge serves /health on its MCP port instead.
+    health_port: int = Field(default=0, ge=0, validation_alias="JB_HEALTH_PORT")
+    # Consumer group liveness: a member that stops heartbeating loses its partitions after this long.
+    # Kept short (the broker's default minimum is 6 s) so a dead worker costs seconds, not a minute.
+    group_session_timeout_ms: int = Field(default=6000, ge=1000, validation_alias="JB_GROUP_SESSION_TIMEOUT_MS")
     replication_factor: int = Field(default=1, ge=1, validation_alias="JB_REPLICATION_FACTOR")
+
+    @property
+    def state_dir(self) -> Path:
+        """This instance's own folder for local state (faust's data, caches)."""
+        return self.home / "state" / (self.instance or "default")
 
     @property
     def run_dir(self) -> Path:

@@ -190,7 +190,7 @@ async def up(settings: Settings, say: Say, *, with_simulators: bool = True) -> f
     airlines = load_registry(settings.airlines_file)
     outcome = await apply_topics(
         {"bootstrap.servers": settings.kafka_bootstrap_servers},
-        declared_topics(airlines, settings.topic_partitions),
+        declared_topics(airlines, settings.topic_partitions, settings.topic_prefix),
         replication_factor=settings.replication_factor,
     )
     created = [t for t, o in outcome.items() if o == "created"]

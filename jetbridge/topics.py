@@ -20,13 +20,13 @@ from schemas.models import (
 )
 
 __all__ = [
-    "AGGREGATIONS_CHANGELOG",
     "AGGREGATOR_CONTROL",
     "AIRLINE_RESPONSES",
     "AUDIT",
     "DLQ",
     "REPLIES",
     "REQUESTS",
+    "TopicNames",
     "TopicSpec",
     "airline_calls_topic",
     "declared_topics",
@@ -38,7 +38,6 @@ AGGREGATOR_CONTROL = "jb.aggregator-control.v1"
 REPLIES = "jb.replies.v1"
 DLQ = "jb.dlq.v1"
 AUDIT = "jb.audit.v1"
-AGGREGATIONS_CHANGELOG = "jetbridge-streams-aggregations-changelog"
 
 _HOUR_MS = 3_600_000
 _DAY_MS = 24 * _HOUR_MS
@@ -46,6 +45,41 @@ _DAY_MS = 24 * _HOUR_MS
 
 def airline_calls_topic(code: str) -> str:
     return f"jb.airline.{code}.calls.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """The topic names one deployment uses: the contract names above behind an optional prefix
+    (``JB_TOPIC_PREFIX``), so tests and side-by-side stacks on one cluster have topics of their own."""
+
+    prefix: str = ""
+
+    @property
+    def requests(self) -> str:
+        return self.prefix + REQUESTS
+
+    @property
+    def responses(self) -> str:
+        return self.prefix + AIRLINE_RESPONSES
+
+    @property
+    def control(self) -> str:
+        return self.prefix + AGGREGATOR_CONTROL
+
+    @property
+    def replies(self) -> str:
+        return self.prefix + REPLIES
+
+    @property
+    def dlq(self) -> str:
+        return self.prefix + DLQ
+
+    @property
+    def audit(self) -> str:
+        return self.prefix + AUDIT
+
+    def calls(self, code: str) -> str:
+        return self.prefix + airline_calls_topic(code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,25 +98,21 @@ class TopicSpec:
         return configs
 
 
-def declared_topics(registry: AirlineRegistry, partitions: int = 6) -> list[TopicSpec]:
+def declared_topics(registry: AirlineRegistry, partitions: int = 6, prefix: str = "") -> list[TopicSpec]:
     """The topics of the architecture for this airline registry.
 
-    The aggregator's two inputs (responses and control) must have the same partition count: the
-    aggregator's table is co-partitioned with both by request id.
+    The aggregator's inputs (responses and control) and its output (replies) have the same partition
+    count: the aggregator keeps a request's join on the partition its key hashes to in all three.
     """
+    names = TopicNames(prefix)
     specs = [
-        TopicSpec(REQUESTS, SearchRequest, partitions, _DAY_MS),
-        TopicSpec(AIRLINE_RESPONSES, AirlineResponse, partitions, _DAY_MS),
-        TopicSpec(AGGREGATOR_CONTROL, AggregatorControl, partitions, _DAY_MS),
-        TopicSpec(REPLIES, SearchReply, partitions, _HOUR_MS * 6),
+        TopicSpec(names.requests, SearchRequest, partitions, _DAY_MS),
+        TopicSpec(names.responses, AirlineResponse, partitions, _DAY_MS),
+        TopicSpec(names.control, AggregatorControl, partitions, _DAY_MS),
+        TopicSpec(names.replies, SearchReply, partitions, _HOUR_MS * 6),
         # Operators need time to inspect and replay: keep dead letters for two weeks.
-        TopicSpec(DLQ, DeadLetter, 3, 14 * _DAY_MS),
-        TopicSpec(AUDIT, AuditRecord, 3, 30 * _DAY_MS),
+        TopicSpec(names.dlq, DeadLetter, 3, 14 * _DAY_MS),
+        TopicSpec(names.audit, AuditRecord, 3, 30 * _DAY_MS),
     ]
-    specs += [TopicSpec(airline_calls_topic(a.code), AirlineCall, max(1, partitions // 2), _DAY_MS) for a in registry]
-    # The aggregator table's changelog (faust's JSON, not a contract). Declared here so it is compacted
-    # *and* trimmed: an aggregation is useless after a minute, and a worker replays this topic at start.
-    specs.append(
-        TopicSpec(AGGREGATIONS_CHANGELOG, None, partitions, _HOUR_MS, "compact,delete", segment_ms=_HOUR_MS // 6)
-    )
+    specs += [TopicSpec(names.calls(a.code), AirlineCall, max(1, partitions // 2), _DAY_MS) for a in registry]
     return specs

@@ -78,7 +78,7 @@ class StreamContext:
             async with self._lock:
                 if self._codec is None:
                     http = build_http_client(timeout_s=10.0, max_connections=10)
-                    specs = declared_topics(self.airlines, self.settings.topic_partitions)
+                    specs = declared_topics(self.airlines, self.settings.topic_partitions, self.settings.topic_prefix)
                     self._codec = await open_codec(self.settings, specs, http)
         return self._codec
 

@@ -21,7 +21,10 @@ from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import declared_topics
 from tests.support.kafka_tools import KafkaProbe
 
-TEST_HOME = REPO_ROOT / ".jetbridge" / "test"
+# Two test sessions on one machine (two developers' checkouts, or a helper beside CI) set JB_TEST_PORT_SHIFT
+# to different values: every port and the state folder of the test session move with it.
+PORT_SHIFT = int(os.environ.get("JB_TEST_PORT_SHIFT", "0"))
+TEST_HOME = REPO_ROOT / ".jetbridge" / (f"test-{PORT_SHIFT}" if PORT_SHIFT else "test")
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +35,7 @@ def test_home() -> Path:
 
 @pytest.fixture(scope="session")
 def infra(test_home: Path) -> Iterator[Infra]:
-    with provide_infra(test_home) as provided:
+    with provide_infra(test_home, kafka_port=19092 + PORT_SHIFT, registry_port=18081 + PORT_SHIFT) as provided:
         saved = {k: os.environ.get(k) for k in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL")}
         # Every process started from here on (the stack, a second bridge) uses this cluster.
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = provided.bootstrap_servers
@@ -58,7 +61,7 @@ def settings(infra: Infra, test_home: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 async def topics(settings: Settings) -> None:
-    specs = declared_topics(load_registry(settings.airlines_file), settings.topic_partitions)
+    specs = declared_topics(load_registry(settings.airlines_file), settings.topic_partitions, settings.topic_prefix)
     await apply_topics({"bootstrap.servers": settings.kafka_bootstrap_servers}, specs)
 
 

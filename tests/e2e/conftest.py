@@ -18,11 +18,13 @@ from mcp import Client
 from jetbridge.airlines import DEFAULT_REGISTRY
 from jetbridge.backends import Infra
 from jetbridge.settings import REPO_ROOT
+from tests.conftest import PORT_SHIFT
 
-BRIDGE_PORT = 18080
-SECOND_BRIDGE_PORT = 18090
-SIM_CONTROL_PORT = 19100
-AIRLINE_PORT_SHIFT = 10000  # 9201 -> 19201: the test stack never collides with a developer's stack
+BRIDGE_PORT = 18080 + PORT_SHIFT
+SECOND_BRIDGE_PORT = 18090 + PORT_SHIFT
+SIM_CONTROL_PORT = 19100 + PORT_SHIFT
+# 9201 -> 19201: the test stack never collides with a developer's stack
+AIRLINE_PORT_SHIFT = 10000 + PORT_SHIFT
 
 
 @dataclass(frozen=True)

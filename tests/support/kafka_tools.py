@@ -25,7 +25,9 @@ class KafkaProbe:
         self.codec: AvroCodec | None = None
 
     async def open(self) -> None:
-        specs = declared_topics(load_registry(self.settings.airlines_file), self.settings.topic_partitions)
+        specs = declared_topics(
+            load_registry(self.settings.airlines_file), self.settings.topic_partitions, self.settings.topic_prefix
+        )
         self.codec = await open_codec(self.settings, specs, self._http)
 
     async def close(self) -> None:
