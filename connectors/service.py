@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
+from typing import Any
 
 from connectors.worker import ConnectorWorker
 from jetbridge.errors import ConfigurationError
+from jetbridge.health import HealthServer
 from jetbridge.http import build_http_client
 from jetbridge.log import get_logger
 from jetbridge.runtime import kafka_config, open_runtime
@@ -53,8 +54,17 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_all)
-    ready = settings.run_dir / "connectors.ready"
     running = [asyncio.create_task(w.run(), name=f"connector-{w.airline.code}") for w in workers]
+
+    def health() -> dict[str, Any]:
+        # Healthy = every worker is a placed member of its consumer group (a call would reach it).
+        placed = {w.airline.code: w.assigned.is_set() for w in workers}
+        ok = all(placed.values()) and not any(t.done() for t in running)
+        return {"status": "ok" if ok else "starting", "instance": settings.instance, "placed": placed}
+
+    server = HealthServer(settings.health_port, health) if settings.health_port else None
+    if server is not None:
+        await server.start()
     try:
         # Healthy = every worker is a placed member of its consumer group (a call would reach it).
         give_up = loop.time() + 60
@@ -63,14 +73,13 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
                 break  # a worker crashed: gather below raises its error
             await asyncio.sleep(0.05)
         if all(w.assigned.is_set() for w in workers):
-            ready.parent.mkdir(parents=True, exist_ok=True)
-            ready.write_text(str(time.time()))
             log.info("connectors ready", airlines=wanted)
         else:
             log.error("connector workers not assigned partitions within 60 s", airlines=wanted)
         await asyncio.gather(*running)
     finally:
-        ready.unlink(missing_ok=True)
+        if server is not None:
+            await server.close()
         await asyncio.gather(*(c.aclose() for c in clients.values()))
         await runtime.close()
         log.info("connectors stopped", handled={w.airline.code: w.handled for w in workers})

@@ -11,7 +11,6 @@ Run with ``jetbridge run streams`` (``python -m streams worker``).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ import structlog
 from jetbridge.airlines import AirlineRegistry, load_registry
 from jetbridge.dlq import dead_letter
 from jetbridge.errors import DecodeError
+from jetbridge.health import HealthServer
 from jetbridge.http import build_http_client
 from jetbridge.kafka import HEADER_DEADLINE_MS, decode_headers, event_headers, new_traceparent
 from jetbridge.log import get_logger
@@ -324,10 +324,17 @@ def build_app(settings: Settings) -> faust.App:
                 log.warning("deadline tick not sent; retrying next pass", request_id=request_id, error=repr(exc))
                 timers.retry(request_id, due)
 
+    state: dict[str, Any] = {"ready": False}
+
+    def health() -> dict[str, Any]:
+        return {"status": "ok" if state["ready"] else "starting", "instance": settings.instance}
+
     @app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
     async def warm_up() -> None:
         # Register schemas before the first event needs them.
         await ctx.codec()
+        if settings.health_port:
+            await HealthServer(settings.health_port, health).start()
 
     async def mark_ready(sender: Any, *_: Any, **__: Any) -> None:
         # Partitions may have moved: rebuild the timer index from the (recovered) table, once.
@@ -336,9 +343,7 @@ def build_app(settings: Settings) -> faust.App:
         for value in list(table.values()):
             if value is not None:
                 timers.track(Aggregation.from_table(value))
-        ready = settings.run_dir / "streams.ready"
-        ready.parent.mkdir(parents=True, exist_ok=True)
-        ready.write_text(str(time.time()))
+        state["ready"] = True
         log.info("streams ready (partitions assigned, tables recovered)", aggregations=len(timers))
 
     app.on_rebalance_complete.connect(mark_ready)  # type: ignore[arg-type]  # faust's signal typing is narrower than its use
