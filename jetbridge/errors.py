@@ -12,6 +12,7 @@ so never rename one) and a ``retriable`` flag that retry logic reads instead of 
     ├── KafkaError                        produce/consume failures (retriable)
     ├── BackboneUnavailable               the broker or a stage cannot serve now (retriable, retry_after_s)
     ├── DeadlineExceeded                  the request's deadline passed before work could finish
+    │   └── RequestExpired                too old to answer safely (past the aggregator's reply window)
     └── AirlineError                      anything that went wrong talking to one airline
         ├── AirlineTimeout                no answer inside the time budget (retriable)
         ├── AirlineUnavailable            connection refused/reset, 5xx, 429 (retriable)
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidInput",
     "JetbridgeError",
     "KafkaError",
+    "RequestExpired",
     "SchemaError",
     "SchemaRegistryError",
 ]
@@ -63,6 +65,7 @@ class InvalidInput(JetbridgeError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.reason = message
 
 
 class ConfigurationError(JetbridgeError):
@@ -103,6 +106,13 @@ class BackboneUnavailable(JetbridgeError):
 
 class DeadlineExceeded(JetbridgeError):
     code = "deadline_exceeded"
+
+
+class RequestExpired(DeadlineExceeded):
+    """A request met again so long after its deadline that whether it was answered is no longer known;
+    it is dead-lettered instead of risking a second reply."""
+
+    code = "request_expired"
 
 
 class AirlineError(JetbridgeError):

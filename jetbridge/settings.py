@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     connector_deadline_margin_ms: int = Field(default=250, validation_alias="JB_CONNECTOR_MARGIN_MS")
     connector_concurrency: int = Field(default=32, ge=1, validation_alias="JB_CONNECTOR_CONCURRENCY")
     aggregator_tick_ms: int = Field(default=50, ge=10, validation_alias="JB_AGGREGATOR_TICK_MS")
+    # How far back a stream worker reads the reply topic when it takes partitions over, to learn which
+    # requests were already answered (the guard against a second reply after a crash). A request met
+    # again later than this after its deadline is dead-lettered as expired instead of answered.
+    aggregator_reply_window_s: int = Field(default=600, ge=30, validation_alias="JB_AGGREGATOR_REPLY_WINDOW_S")
     topic_partitions: int = Field(default=6, ge=1, validation_alias="JB_TOPIC_PARTITIONS")
     # Put before every topic name (and the streams' consumer group): lets tests, or two stacks sharing one
     # cluster, run side by side with topics and groups of their own. Empty in production.
@@ -80,6 +84,14 @@ class Settings(BaseSettings):
     # Kept short (the broker's default minimum is 6 s) so a dead worker costs seconds, not a minute.
     group_session_timeout_ms: int = Field(default=6000, ge=1000, validation_alias="JB_GROUP_SESSION_TIMEOUT_MS")
     replication_factor: int = Field(default=1, ge=1, validation_alias="JB_REPLICATION_FACTOR")
+
+    # The local stack's port plan for worker health endpoints: streams-N serves /health on base + N,
+    # connectors-N on base + 50 + N. A base, not a list, so a test session can move them all at once.
+    health_port_base: int = Field(default=9300, ge=1, le=65000, validation_alias="JB_HEALTH_PORT_BASE")
+    # How long the local stack's supervisor lets a process shut down after SIGTERM before SIGKILL.
+    stop_grace_s: float = Field(default=20.0, gt=0, validation_alias="JB_STOP_GRACE_S")
+    # How long `jetbridge up` waits for every instance to be healthy.
+    up_timeout_s: float = Field(default=180.0, gt=0, validation_alias="JB_UP_TIMEOUT_S")
 
     @property
     def state_dir(self) -> Path:

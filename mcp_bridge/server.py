@@ -19,13 +19,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from jetbridge.airlines import AirlineRegistry
-from jetbridge.errors import DeadlineExceeded, InvalidInput, JetbridgeError
+from jetbridge.errors import BackboneUnavailable, DeadlineExceeded, InvalidInput, JetbridgeError
 from jetbridge.log import configure_logging, get_logger
 from jetbridge.runtime import Runtime, kafka_config, open_runtime, run
 from jetbridge.settings import Settings, get_settings
-from jetbridge.topics import REPLIES
+from jetbridge.topics import TopicNames
 from mcp_bridge.correlator import ReplyCorrelator
-from mcp_bridge.service import SearchResult, SearchService
+from mcp_bridge.service import REPLY_GRACE_S, SearchResult, SearchService
 
 __all__ = [
     "AirlineInfo",
@@ -91,10 +91,13 @@ class Bridge:
     @contextlib.asynccontextmanager
     async def open(cls, settings: Settings, *, instance_id: str | None = None) -> AsyncIterator[Bridge]:
         instance_id = instance_id or f"bridge-{uuid.uuid4().hex[:12]}"
-        runtime = await open_runtime(settings, client_id=instance_id)
+        # A request the broker has not taken by the longest deadline is useless: librdkafka drops it then
+        # instead of delivering it minutes later, after the agent was told to retry.
+        timeout_ms = settings.max_deadline_ms + int(REPLY_GRACE_S * 1000)
+        runtime = await open_runtime(settings, client_id=instance_id, producer={"message.timeout.ms": timeout_ms})
         correlator = ReplyCorrelator(
             instance_id=instance_id,
-            topic=REPLIES,
+            topic=TopicNames(settings.topic_prefix).replies,
             codec=runtime.codec,
             consumer_config=kafka_config(settings, instance_id),
         )
@@ -112,7 +115,13 @@ class Bridge:
         return airline_infos(self.runtime.airlines)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "instance": self.correlator.instance_id, "waiting": self.correlator.waiting}
+        backbone = self.service.backbone.report()
+        return {
+            "status": "ok" if backbone["backbone"] == "ok" else "degraded",
+            "instance": self.correlator.instance_id,
+            "waiting": self.correlator.waiting,
+            **backbone,
+        }
 
 
 def build_server(backend: SearchBackend, *, name: str = "jetbridge") -> MCPServer:
@@ -161,7 +170,11 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge") -> MCPServe
         try:
             return await backend.search(arguments, client_id=_client_id(ctx))
         except InvalidInput as exc:
-            raise ToolError(f"Invalid argument '{exc.field}': {exc.message} (code {exc.code})") from exc
+            raise ToolError(f"Invalid argument '{exc.field}': {exc.reason} (code {exc.code})") from exc
+        except BackboneUnavailable as exc:
+            raise ToolError(
+                f"{exc.message} (code {exc.code}, retriable, retry_after_s {exc.retry_after_s:.0f})"
+            ) from exc
         except DeadlineExceeded as exc:
             raise ToolError(f"{exc.message} (code {exc.code})") from exc
         except JetbridgeError as exc:

@@ -6,6 +6,7 @@ Kept apart from the MCP layer so it can be driven directly in tests.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,21 +14,56 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 
-from jetbridge.errors import DeadlineExceeded, JetbridgeError
+from jetbridge.errors import BackboneUnavailable, JetbridgeError
 from jetbridge.kafka import event_headers, new_traceparent
 from jetbridge.log import get_logger
 from jetbridge.runtime import Runtime
-from jetbridge.topics import AUDIT, REQUESTS
+from jetbridge.topics import TopicNames
 from mcp_bridge.correlator import ReplyCorrelator
 from mcp_bridge.validation import validate_search
 from schemas.models import AuditRecord, Offer, SearchReply, SearchRequest, now_utc
 
-__all__ = ["AirlineView", "OfferView", "SearchResult", "SearchService"]
+__all__ = ["REPLY_GRACE_S", "AirlineView", "BackboneHealth", "OfferView", "SearchResult", "SearchService"]
 
 log = get_logger(__name__)
 
-# How long past the deadline the bridge still waits for the aggregator's answer before giving up.
-REPLY_GRACE_S = 1.0
+# How long past the deadline the bridge still waits for the aggregator's answer before giving up; the
+# agent hears from us by its deadline plus this, whatever is down behind the bridge (promise 7).
+REPLY_GRACE_S = 0.75
+# What the agent is told to wait before trying again when the backbone could not answer.
+RETRY_AFTER_S = 5.0
+
+
+class BackboneHealth:
+    """What this bridge instance has seen of the backbone: the latest searches that got, or did not get,
+    their reply. Shown on /health and by `jetbridge status`."""
+
+    def __init__(self) -> None:
+        self.unavailable_since: float | None = None
+        self.last_failure: str | None = None
+        self.failures = 0
+
+    def ok(self) -> None:
+        if self.unavailable_since is not None:
+            log.info("backbone available again")
+        self.unavailable_since = None
+        self.last_failure = None
+
+    def failed(self, reason: str, now: float) -> None:
+        self.failures += 1
+        self.last_failure = reason
+        if self.unavailable_since is None:
+            self.unavailable_since = now
+
+    def report(self) -> dict[str, Any]:
+        if self.unavailable_since is None:
+            return {"backbone": "ok", "backbone_failures": self.failures}
+        return {
+            "backbone": "unavailable",
+            "backbone_unavailable_s": round(time.time() - self.unavailable_since, 1),
+            "backbone_last_failure": self.last_failure,
+            "backbone_failures": self.failures,
+        }
 
 
 class SliceView(BaseModel):
@@ -114,7 +150,9 @@ class SearchService:
     def __init__(self, runtime: Runtime, correlator: ReplyCorrelator) -> None:
         self._rt = runtime
         self._correlator = correlator
+        self._topics = TopicNames(runtime.settings.topic_prefix)
         self._audits: set[asyncio.Task[Any]] = set()
+        self.backbone = BackboneHealth()
 
     async def search(self, arguments: dict[str, Any], *, client_id: str) -> SearchResult:
         """Validate, publish one SearchRequest, and wait for its reply until the deadline (plus grace)."""
@@ -151,20 +189,33 @@ class SearchService:
                 created_at=created,
             )
             deadline_ms = int(deadline.timestamp() * 1000)
+            # Everything below is bounded by the deadline plus a grace: a broker or a stage that is down
+            # becomes a clear, retriable error for the agent, never a hang.
+            give_up = started + valid.deadline_ms / 1000 + REPLY_GRACE_S
+            loop = asyncio.get_running_loop()
             waiter = self._correlator.expect(request_id)
             try:
-                await self._rt.producer.send(
-                    REQUESTS,
-                    key=request_id,
-                    value=self._rt.codec.encode(REQUESTS, request),
-                    headers=event_headers(
-                        request_id=request_id,
-                        correlation_id=correlation_id,
-                        client_id=client_id,
-                        deadline_ms=deadline_ms,
-                        traceparent=new_traceparent(),
-                    ),
-                )
+                try:
+                    await asyncio.wait_for(
+                        self._rt.producer.send(
+                            self._topics.requests,
+                            key=request_id,
+                            value=self._rt.codec.encode(self._topics.requests, request),
+                            headers=event_headers(
+                                request_id=request_id,
+                                correlation_id=correlation_id,
+                                client_id=client_id,
+                                deadline_ms=deadline_ms,
+                                traceparent=new_traceparent(),
+                            ),
+                        ),
+                        max(0.0, give_up - loop.time()),
+                    )
+                except (TimeoutError, JetbridgeError) as exc:
+                    reason = "the broker did not accept the request" + (
+                        f" ({exc.message})" if isinstance(exc, JetbridgeError) else " in time"
+                    )
+                    raise self._unavailable(reason, client_id, request_id, correlation_id, started) from None
                 log.info(
                     "search published",
                     route=f"{request.criteria.origin}-{request.criteria.destination}",
@@ -172,18 +223,34 @@ class SearchService:
                     airlines=valid.airlines,
                 )
                 try:
-                    reply = await asyncio.wait_for(waiter, valid.deadline_ms / 1000 + REPLY_GRACE_S)
+                    reply = await asyncio.wait_for(waiter, max(0.0, give_up - loop.time()))
                 except TimeoutError:
-                    self._audit(client_id, request_id, correlation_id, "error", DeadlineExceeded.code, started)
-                    raise DeadlineExceeded(
-                        f"no reply for request {request_id} within its deadline of {valid.deadline_ms} ms"
+                    raise self._unavailable(
+                        "no reply from the stream processors by the deadline",
+                        client_id,
+                        request_id,
+                        correlation_id,
+                        started,
                     ) from None
             finally:
                 self._correlator.forget(request_id)
+            self.backbone.ok()
             elapsed_ms = int((asyncio.get_running_loop().time() - started) * 1000)
             log.info("search answered", status=reply.status.value, offers=len(reply.offers), elapsed_ms=elapsed_ms)
             self._audit(client_id, request_id, correlation_id, reply.status.value.lower(), None, started)
             return result_of(reply, elapsed_ms)
+
+    def _unavailable(
+        self, reason: str, client_id: str, request_id: str, correlation_id: str, started: float
+    ) -> BackboneUnavailable:
+        self.backbone.failed(reason, time.time())
+        log.error("backbone unavailable", reason=reason)
+        self._audit(client_id, request_id, correlation_id, "error", BackboneUnavailable.code, started)
+        return BackboneUnavailable(
+            f"Jetbridge could not answer request {request_id}: {reason}; nothing was lost on your side, "
+            f"try again in {RETRY_AFTER_S:.0f} s",
+            retry_after_s=RETRY_AFTER_S,
+        )
 
     def _audit(
         self,
@@ -208,7 +275,9 @@ class SearchService:
 
         async def send() -> None:
             try:
-                await self._rt.producer.send(AUDIT, key=client_id, value=self._rt.codec.encode(AUDIT, record))
+                await self._rt.producer.send(
+                    self._topics.audit, key=client_id, value=self._rt.codec.encode(self._topics.audit, record)
+                )
             except JetbridgeError as exc:
                 log.warning("audit record not written", error=str(exc))
 

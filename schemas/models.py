@@ -168,6 +168,7 @@ class ReplyStatus(StrEnum):
     COMPLETE = "COMPLETE"
     PARTIAL = "PARTIAL"
     NO_AIRLINES = "NO_AIRLINES"
+    UNANSWERED = "UNANSWERED"
 
 
 class AirlineOutcome(StrEnum):

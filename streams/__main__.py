@@ -14,6 +14,7 @@ from jetbridge.settings import get_settings
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, process="streams")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level of its datadir
     # uvloop before faust creates its loop (faust's own --loop option comes too late: the app module,
     # imported below, already made one).
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -1,9 +1,9 @@
 """The Aggregator with completion timeout, as pure state transitions (no Kafka, no faust).
 
-One ``Aggregation`` per request id lives in the aggregator's faust table. It learns the plan (which
-airlines were asked) from the router, collects one response per airline (an Idempotent Consumer: a
-duplicate for the same airline counts once), and completes when every expected airline answered or the
-deadline passed. A completed aggregation ignores everything after, so each request gets one reply.
+One ``Aggregation`` per open request id. It learns the plan (which airlines were asked) from the router,
+collects one response per airline (an Idempotent Consumer: a duplicate for the same airline counts
+once), and completes when every expected airline answered or the deadline passed. A completed
+aggregation ignores everything after, so each request gets one reply.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from schemas.models import (
     SearchReply,
 )
 
-__all__ = ["RETAIN_DONE", "Aggregation", "Plan", "TimerIndex", "merge_offers", "retention_over"]
+__all__ = ["PLAN_WAIT", "Aggregation", "Due", "Plan", "TimerIndex", "merge_offers"]
 
-# Completed aggregations stay in the table this long, so late or duplicate responses are recognised
-# and dropped instead of starting a new aggregation.
-RETAIN_DONE = timedelta(seconds=60)
+# Responses whose plan has not arrived are kept this long, then dropped as orphans (a plan is always
+# produced before its calls, so only a plan that was itself dead-lettered leaves responses waiting).
+PLAN_WAIT = timedelta(seconds=60)
 
 
 class Plan(BaseModel):
@@ -42,22 +42,14 @@ class Plan(BaseModel):
 
 
 class Aggregation(BaseModel):
-    """The state of one request's scatter-gather, as kept in the table (JSON)."""
+    """The state of one request's scatter-gather while it is open (in memory, rebuilt from its inputs)."""
 
     request_id: str
     plan: Plan | None = None
     responses: dict[str, AirlineResponse] = Field(default_factory=dict)
-    deadline_reached: bool = False
     done: bool = False
     first_seen: datetime
     completed_at: datetime | None = None
-
-    @classmethod
-    def from_table(cls, value: bytes) -> Aggregation:
-        return cls.model_validate_json(value)
-
-    def to_table(self) -> bytes:
-        return self.model_dump_json().encode()
 
     def add_response(self, response: AirlineResponse) -> bool:
         """Record one airline's answer; False if it is a duplicate or comes too late."""
@@ -85,12 +77,12 @@ class Aggregation(BaseModel):
             return False
         if all(code in self.responses for code in self.plan.expected):
             return True
-        return self.deadline_reached or now >= self.plan.deadline
+        return now >= self.plan.deadline
 
-    def complete(self, now: datetime) -> SearchReply:
-        """Build the one reply and mark the aggregation done."""
+    def reply(self, now: datetime) -> SearchReply:
+        """The one reply, as it stands now (the state is unchanged until ``mark_done``)."""
         plan = self.plan
-        assert plan is not None, "complete() needs a plan"
+        assert plan is not None, "reply() needs a plan"
         statuses: list[AirlineStatus] = []
         ok_offers: list[Offer] = []
         for code in plan.expected:
@@ -117,14 +109,17 @@ class Aggregation(BaseModel):
                         latency_ms=response.latency_ms,
                     )
                 )
+        answered = [s for s in statuses if s.status is AirlineOutcome.OK]
         statuses += [AirlineStatus(airline=code, status=AirlineOutcome.NOT_SERVED) for code in plan.not_served]
         if not plan.expected:
             status = ReplyStatus.NO_AIRLINES
-        elif all(s.status is AirlineOutcome.OK for s in statuses if s.airline in plan.expected):
+        elif not answered:
+            status = ReplyStatus.UNANSWERED
+        elif len(answered) == len(plan.expected):
             status = ReplyStatus.COMPLETE
         else:
             status = ReplyStatus.PARTIAL
-        reply = SearchReply(
+        return SearchReply(
             request_id=self.request_id,
             correlation_id=plan.correlation_id,
             reply_to=plan.reply_to,
@@ -134,10 +129,16 @@ class Aggregation(BaseModel):
             deadline=plan.deadline,
             completed_at=now,
         )
+
+    def mark_done(self, now: datetime) -> None:
+        """The reply is durable: nothing changes this aggregation any more."""
         self.done = True
         self.completed_at = now
-        # Once answered, only "who answered" matters (to drop late duplicates): keep the table small.
-        self.responses = {code: r.model_copy(update={"offers": []}) for code, r in self.responses.items()}
+
+    def complete(self, now: datetime) -> SearchReply:
+        """Build the one reply and mark the aggregation done."""
+        reply = self.reply(now)
+        self.mark_done(now)
         return reply
 
 
@@ -159,34 +160,21 @@ def merge_offers(offers: list[Offer], max_offers: int, now: datetime) -> list[Of
 
 @dataclass(frozen=True, slots=True)
 class Due:
-    """The next tick one aggregation needs: at its deadline, or when its retention ends."""
+    """The next moment one open aggregation needs attention: its deadline, or (with no plan yet) the end
+    of the wait for one."""
 
     phase: str  # "deadline" | "expire"
     at: datetime
-    correlation_id: str
-    deadline: datetime
-
-
-def retention_over(state: Aggregation, now: datetime) -> bool:
-    """A finished (or never planned) aggregation has been kept long enough to absorb late duplicates."""
-    due = next_due(state)
-    return due.phase == "expire" and now > due.at
 
 
 def next_due(state: Aggregation) -> Due:
-    if state.done and state.completed_at is not None:
-        return Due("expire", state.completed_at + RETAIN_DONE, state.request_id, state.completed_at)
     if state.plan is None:
-        return Due("expire", state.first_seen + RETAIN_DONE, state.request_id, state.first_seen)
-    return Due("deadline", state.plan.deadline, state.plan.correlation_id, state.plan.deadline)
+        return Due("expire", state.first_seen + PLAN_WAIT)
+    return Due("deadline", state.plan.deadline)
 
 
 class TimerIndex:
-    """When each aggregation in the table next needs a tick, kept in memory beside the table.
-
-    The deadline timer asks it what is due instead of reading (and parsing) the whole table on every
-    tick. It is rebuilt from the table after every rebalance, so it never needs to be durable itself.
-    """
+    """When each open aggregation next needs the timer, kept as a heap so a tick costs O(due)."""
 
     def __init__(self) -> None:
         self._due: dict[str, Due] = {}
@@ -209,13 +197,15 @@ class TimerIndex:
         self._due.clear()
         self._heap.clear()
 
-    def retry(self, request_id: str, due: Due) -> None:
-        """Put back a tick that could not be sent, so the next timer pass tries again."""
+    def retry(self, request_id: str, due: Due, at: datetime) -> None:
+        """Ask again at ``at`` (a reply that could not be sent yet)."""
         if self._due.get(request_id) == due:
-            heapq.heappush(self._heap, (due.at, request_id))
+            retried = Due(due.phase, at)
+            self._due[request_id] = retried
+            heapq.heappush(self._heap, (at, request_id))
 
     def pop_due(self, now: datetime) -> list[tuple[str, Due]]:
-        """Every aggregation whose tick is due, once per (aggregation, due time)."""
+        """Every aggregation whose moment has come, once per (aggregation, due time)."""
         found: list[tuple[str, Due]] = []
         while self._heap and self._heap[0][0] <= now:
             at, request_id = heapq.heappop(self._heap)

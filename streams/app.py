@@ -2,8 +2,9 @@
 
 Both agents read raw bytes and decode them themselves, so that an undecodable (poison) event is caught
 per event, sent to the dead-letter channel and skipped: an exception escaping a faust agent would stop
-its consumption. Every produce is awaited until the broker acknowledged it before the agent takes the next
-event, so an offset is committed only after what was produced for it is durable (at-least-once).
+its consumption. The router awaits every produce before it takes the next event, so an offset is
+committed only after what was produced for it is durable (at-least-once). The aggregator keeps its joins
+in memory and holds their events unacknowledged until the reply is durable (see ``aggregator.py``).
 
 Run with ``jetbridge run streams`` (``python -m streams worker``).
 """
@@ -11,7 +12,9 @@ Run with ``jetbridge run streams`` (``python -m streams worker``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import faust
@@ -22,19 +25,11 @@ from jetbridge.dlq import dead_letter
 from jetbridge.errors import DecodeError
 from jetbridge.health import HealthServer
 from jetbridge.http import build_http_client
-from jetbridge.kafka import HEADER_DEADLINE_MS, decode_headers, event_headers, new_traceparent
+from jetbridge.kafka import HEADER_CLIENT_ID, HEADER_TRACEPARENT, decode_headers, event_headers, new_traceparent
 from jetbridge.log import get_logger
 from jetbridge.runtime import open_codec
 from jetbridge.settings import Settings, get_settings
-from jetbridge.topics import (
-    AGGREGATOR_CONTROL,
-    AIRLINE_RESPONSES,
-    DLQ,
-    REPLIES,
-    REQUESTS,
-    airline_calls_topic,
-    declared_topics,
-)
+from jetbridge.topics import TopicNames, declared_topics
 from mcp_bridge.correlator import HEADER_REPLY_TO
 from schemas.codec import AvroCodec
 from schemas.models import (
@@ -42,11 +37,13 @@ from schemas.models import (
     AirlineCall,
     AirlineResponse,
     ControlKind,
-    Event,
+    SearchReply,
     SearchRequest,
     now_utc,
 )
-from streams.aggregation import Aggregation, TimerIndex, retention_over
+from streams.acks import InOrderAcks, Ticket
+from streams.aggregator import Aggregator
+from streams.replies import scan_replies
 
 __all__ = ["app", "build_app"]
 
@@ -84,42 +81,41 @@ class StreamContext:
 
 
 def build_app(settings: Settings) -> faust.App:
+    names = TopicNames(settings.topic_prefix)
     app = faust.App(
-        "jetbridge-streams",
+        f"{settings.topic_prefix}jetbridge-streams",
         broker=_brokers(settings.kafka_bootstrap_servers),
         store="memory://",
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
-        topic_allow_declare=True,  # faust's own changelog topic; ours are declared by `topics apply`
+        topic_allow_declare=False,  # ours are declared by `topics apply`; the app has no tables
         topic_disable_leader=True,
         web_enabled=False,
-        datadir=str(settings.home / "streams"),
+        datadir=str(settings.state_dir / "faust"),
         producer_linger=0.001,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
         stream_wait_empty=False,
+        # A dead worker's partitions move after this long; a restarted one takes them back at once
+        # (static membership) instead of waiting for its old session to expire.
+        broker_session_timeout=settings.group_session_timeout_ms / 1000,
+        broker_heartbeat_interval=max(0.5, settings.group_session_timeout_ms / 3000),
+        consumer_group_instance_id=settings.instance or None,
     )
     ctx = StreamContext(settings)
-    requests_topic = app.topic(REQUESTS, key_type=bytes, value_type=bytes)
-    # The aggregator's table is co-partitioned with both its inputs (same key, same partition count).
-    aggregator_inputs = app.topic(AIRLINE_RESPONSES, AGGREGATOR_CONTROL, key_type=bytes, value_type=bytes)
-    control_topic = app.topic(AGGREGATOR_CONTROL, key_type=bytes, value_type=bytes)
-    replies_topic = app.topic(REPLIES, key_type=bytes, value_type=bytes)
-    dlq_topic = app.topic(DLQ, key_type=bytes, value_type=bytes)
-    calls_topics = {
-        a.code: app.topic(airline_calls_topic(a.code), key_type=bytes, value_type=bytes) for a in ctx.airlines
-    }
-    table = app.Table(
-        "aggregations", default=None, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
-    )
-    timers = TimerIndex()
-    live: dict[str, Aggregation] = {}
+    requests_topic = app.topic(names.requests, key_type=bytes, value_type=bytes)
+    # The aggregator's inputs and its replies are co-partitioned (same key, same partition count).
+    aggregator_inputs = app.topic(names.responses, names.control, key_type=bytes, value_type=bytes)
+    control_topic = app.topic(names.control, key_type=bytes, value_type=bytes)
+    replies_topic = app.topic(names.replies, key_type=bytes, value_type=bytes)
+    dlq_topic = app.topic(names.dlq, key_type=bytes, value_type=bytes)
+    calls_topics = {a.code: app.topic(names.calls(a.code), key_type=bytes, value_type=bytes) for a in ctx.airlines}
+    health_state: dict[str, Any] = {"ready": False}
 
-    async def send(topic: Any, topic_name: str, key: str, event: Event, headers: Sequence[tuple[str, bytes]]) -> None:
-        codec = await ctx.codec()
-        delivery = await topic.send(key=key.encode(), value=codec.encode(topic_name, event), headers=list(headers))
+    async def send(topic: Any, key: str, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
+        delivery = await topic.send(key=key.encode(), value=value, headers=list(headers))
         await delivery  # broker acknowledgement before the source event is acknowledged
 
     async def to_dlq(event: Any, stage: str, exc: BaseException) -> None:
@@ -137,7 +133,7 @@ def build_app(settings: Settings) -> faust.App:
         )
         try:
             codec = await ctx.codec()
-            delivery = await dlq_topic.send(key=message.key, value=codec.encode(DLQ, record), headers=dlq_headers)
+            delivery = await dlq_topic.send(key=message.key, value=codec.encode(names.dlq, record), headers=dlq_headers)
             await delivery
             log.warning(
                 "event dead-lettered",
@@ -195,23 +191,25 @@ def build_app(settings: Settings) -> faust.App:
                 created_at=now,
             )
             # The plan first: the aggregator must know whom to wait for.
-            await send(control_topic, AGGREGATOR_CONTROL, request.request_id, plan, headers)
+            await send(control_topic, request.request_id, codec.encode(names.control, plan), headers)
             if now >= request.deadline:
                 log.warning("request arrived past its deadline; no airline is called")
                 return
             calls = [
                 send(
                     calls_topics[a.code],
-                    airline_calls_topic(a.code),
                     request.request_id,
-                    AirlineCall(
-                        request_id=request.request_id,
-                        correlation_id=request.correlation_id,
-                        client_id=request.client_id,
-                        airline=a.code,
-                        criteria=criteria,
-                        deadline=request.deadline,
-                        created_at=now,
+                    codec.encode(
+                        names.calls(a.code),
+                        AirlineCall(
+                            request_id=request.request_id,
+                            correlation_id=request.correlation_id,
+                            client_id=request.client_id,
+                            airline=a.code,
+                            criteria=criteria,
+                            deadline=request.deadline,
+                            created_at=now,
+                        ),
                     ),
                     headers,
                 )
@@ -221,113 +219,70 @@ def build_app(settings: Settings) -> faust.App:
             log.info("request routed", airlines=[a.code for a in expected], not_served=not_served)
 
     # ---- aggregator: join by request id, complete on all answers or at the deadline ----
+    async def send_reply(reply: SearchReply, plan_headers: dict[str, str]) -> None:
+        codec = await ctx.codec()
+        headers = event_headers(
+            request_id=reply.request_id,
+            correlation_id=reply.correlation_id,
+            client_id=plan_headers.get(HEADER_CLIENT_ID, ""),
+            deadline_ms=int(reply.deadline.timestamp() * 1000),
+            traceparent=plan_headers.get(HEADER_TRACEPARENT) or new_traceparent(),
+            extra={HEADER_REPLY_TO: reply.reply_to},
+        )
+        await send(replies_topic, reply.request_id, codec.encode(names.replies, reply), headers)
+
+    acks = InOrderAcks(ack=lambda event: event.ack())
+    aggregator_core = Aggregator(
+        send_reply=send_reply, acks=acks, reply_window=timedelta(seconds=settings.aggregator_reply_window_s)
+    )
+    known_partitions: set[int] = set()
+    # Set once the reply topic has been read back for the partitions this worker owns; faust resumes the
+    # streams before its assignment signal's receivers finish, so the aggregator waits for this itself.
+    replies_known = asyncio.Event()
+
     @app.agent(aggregator_inputs, name="aggregator")
     async def aggregator(stream: faust.StreamT[Any]) -> None:
-        async for event in stream.events():
+        # Manual acknowledgement: an event is acknowledged once its join's reply is durable.
+        async for event in stream.noack().events():  # type: ignore[attr-defined]  # StreamT lacks noack in its stub
+            await replies_known.wait()
+            message = event.message
+            ticket = acks.hold(message.topic, message.partition, message.offset, event)
             try:
-                await aggregate(event)
+                await aggregate(event, ticket)
             except Exception as exc:  # noqa: BLE001 - per-event isolation
                 await to_dlq(event, "aggregator", exc)
+                acks.release(ticket)
 
-    async def aggregate(event: Any) -> None:
-        key = event.key
-        if not key:
+    async def aggregate(event: Any, ticket: Ticket) -> None:
+        if not event.key:
             raise DecodeError("aggregator input without a key (request id)")
-        request_id = key.decode("utf-8", "replace")
-        try:
-            await aggregate_one(event, key, request_id)
-        except BaseException:
-            # The in-memory copy may be half-changed; the table (what the changelog holds) is the truth.
-            live.pop(request_id, None)
-            raise
-
-    async def aggregate_one(event: Any, key: bytes, request_id: str) -> None:
         codec = await ctx.codec()
-        now = now_utc()
-        # The table is the durable copy (changelog); `live` spares parsing it back on every event.
-        state = live.get(request_id)
-        if state is None:
-            current = table.get(key)
-            state = Aggregation.from_table(current) if current is not None else None
-        known = state is not None
-        if state is None:
-            state = Aggregation(request_id=request_id, first_seen=now)
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            if event.message.topic == AIRLINE_RESPONSES:
-                response = await codec.decode(event.value, AirlineResponse)
-                if not state.add_response(response):
-                    log.info("response ignored (duplicate or late)", airline=response.airline)
-                    return
-            else:
-                control = await codec.decode(event.value, AggregatorControl)
-                if control.kind is ControlKind.PLAN:
-                    state.add_plan(control)
-                elif not known:
-                    return  # a tick for an aggregation already forgotten
-                elif state.done or state.plan is None:
-                    if retention_over(state, now):
-                        del table[key]
-                        live.pop(request_id, None)
-                        timers.forget(request_id)
-                    return
-                else:
-                    state.deadline_reached = True
-            if state.is_due(now):
-                reply = state.complete(now)
-                plan = state.plan
-                assert plan is not None
-                headers = event_headers(
-                    request_id=request_id,
-                    correlation_id=plan.correlation_id,
-                    client_id=_headers_of(event).get("client_id", ""),
-                    deadline_ms=int(plan.deadline.timestamp() * 1000),
-                    traceparent=_headers_of(event).get("traceparent") or new_traceparent(),
-                    extra={HEADER_REPLY_TO: plan.reply_to},
-                )
-                await send(replies_topic, REPLIES, request_id, reply, headers)
-                log.info(
-                    "reply sent",
-                    status=reply.status.value,
-                    offers=len(reply.offers),
-                    late_by_ms=max(0, int((now - plan.deadline).total_seconds() * 1000)),
-                )
-            table[key] = state.to_table()
-            live[request_id] = state
-            timers.track(state)
+        message = event.message
+        if message.topic == names.responses:
+            response = await codec.decode(event.value, AirlineResponse)
+            with structlog.contextvars.bound_contextvars(request_id=response.request_id):
+                await aggregator_core.on_response(ticket, message.partition, response)
+            return
+        control = await codec.decode(event.value, AggregatorControl)
+        if control.kind is not ControlKind.PLAN:
+            acks.release(ticket)  # DEADLINE ticks of earlier versions: the timer is in memory now
+            return
+        with structlog.contextvars.bound_contextvars(request_id=control.request_id):
+            await aggregator_core.on_plan(ticket, message.partition, control, _headers_of(event))
 
     @app.timer(interval=settings.aggregator_tick_ms / 1000, name="deadline-timer")  # type: ignore[untyped-decorator]
     async def deadline_timer() -> None:
-        """Completion timeout: tick every aggregation whose deadline (or retention) has passed.
-
-        Table writes must happen inside the stream, so the timer does not complete anything itself: it
-        sends a DEADLINE control event on the aggregation's own partition and the agent completes it.
-        """
-        now = now_utc()
-        for request_id, due in timers.pop_due(now):
-            tick = AggregatorControl(
-                request_id=request_id,
-                correlation_id=due.correlation_id,
-                kind=ControlKind.DEADLINE,
-                deadline=due.deadline,
-                created_at=now,
-            )
-            deadline_ms = int(due.deadline.timestamp() * 1000)
-            try:
-                await send(
-                    control_topic,
-                    AGGREGATOR_CONTROL,
-                    request_id,
-                    tick,
-                    [("request_id", request_id.encode()), (HEADER_DEADLINE_MS, str(deadline_ms).encode())],
-                )
-            except Exception as exc:  # noqa: BLE001 - a lost tick would leave a request unanswered
-                log.warning("deadline tick not sent; retrying next pass", request_id=request_id, error=repr(exc))
-                timers.retry(request_id, due)
-
-    state: dict[str, Any] = {"ready": False}
+        """Completion timeout: answer every join whose deadline has passed, with what it has."""
+        await aggregator_core.tick()
 
     def health() -> dict[str, Any]:
-        return {"status": "ok" if state["ready"] else "starting", "instance": settings.instance}
+        return {
+            "status": "ok" if health_state["ready"] else "starting",
+            "instance": settings.instance,
+            "open_joins": len(aggregator_core.open),
+            "held_events": acks.held,
+            "replies_sent": aggregator_core.replies_sent,
+        }
 
     @app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
     async def warm_up() -> None:
@@ -336,17 +291,31 @@ def build_app(settings: Settings) -> faust.App:
         if settings.health_port:
             await HealthServer(settings.health_port, health).start()
 
-    async def mark_ready(sender: Any, *_: Any, **__: Any) -> None:
-        # Partitions may have moved: rebuild the timer index from the (recovered) table, once.
-        timers.clear()
-        live.clear()
-        for value in list(table.values()):
-            if value is not None:
-                timers.track(Aggregation.from_table(value))
-        state["ready"] = True
-        log.info("streams ready (partitions assigned, tables recovered)", aggregations=len(timers))
+    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        health_state["ready"] = False
+        replies_known.clear()
+        await aggregator_core.on_revoked()
 
-    app.on_rebalance_complete.connect(mark_ready)  # type: ignore[arg-type]  # faust's signal typing is narrower than its use
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        # Learn which requests of the partitions taken over were already answered, before any of their
+        # events is handled (faust resumes the streams only after this returns).
+        partitions = sorted({tp.partition for tp in assigned if tp.topic in (names.responses, names.control)})
+        new = [p for p in partitions if p not in known_partitions]
+        if new:
+            since_ms = int((time.time() - settings.aggregator_reply_window_s) * 1000)
+            config = {"bootstrap.servers": settings.kafka_bootstrap_servers}
+            found = await asyncio.to_thread(scan_replies, config, names.replies, new, since_ms)
+            aggregator_core.learn_replies(found)
+            log.info("replies read back for partitions taken over", partitions=new, answered=len(found))
+        known_partitions.clear()
+        known_partitions.update(partitions)
+        replies_known.set()
+        health_state["ready"] = True
+        log.info("streams ready (partitions assigned, replies read back)", partitions=partitions)
+
+    # faust's signal typing is narrower than its use
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
     return app
 
 

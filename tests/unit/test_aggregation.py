@@ -95,12 +95,34 @@ def test_late_response_after_completion_is_ignored() -> None:
     assert not agg.add_response(f.response("AA"))
 
 
-def test_state_survives_the_table_round_trip() -> None:
+def test_no_airline_answering_is_a_status_of_its_own_not_partial() -> None:
     agg = fresh()
-    agg.add_plan(f.plan(["BA", "AA"]))
+    deadline = now_utc()
+    agg.add_plan(f.plan(["BA", "AA", "VS"], deadline=deadline))
+    agg.add_response(
+        f.response(
+            "VS", ResponseStatus.ERROR, error=ErrorInfo(code="airline_unavailable", message="500", retriable=True)
+        )
+    )
+    reply = agg.complete(deadline)
+    assert reply.status is ReplyStatus.UNANSWERED
+    assert reply.offers == []
+    assert {a.airline: a.status for a in reply.airlines} == {
+        "BA": AirlineOutcome.TIMEOUT,
+        "AA": AirlineOutcome.TIMEOUT,
+        "VS": AirlineOutcome.ERROR,
+    }
+
+
+def test_reply_leaves_the_state_open_until_marked_done() -> None:
+    agg = fresh()
+    agg.add_plan(f.plan(["BA"]))
     agg.add_response(f.response("BA"))
-    again = Aggregation.from_table(agg.to_table())
-    assert again == agg
+    first = agg.reply(now_utc())
+    assert agg.is_due(now_utc()), "a reply that was not sent yet can be sent again"
+    agg.mark_done(now_utc())
+    assert not agg.is_due(now_utc())
+    assert first.status is ReplyStatus.COMPLETE
 
 
 def test_merge_sorts_by_price_dedupes_and_caps() -> None:
@@ -114,8 +136,8 @@ def test_merge_sorts_by_price_dedupes_and_caps() -> None:
     assert [(o.airline, str(o.total_amount)) for o in merged] == [("AA", "420.00"), ("BA", "515.50")]
 
 
-def test_timer_index_ticks_each_aggregation_once_at_its_deadline_then_at_retention_end() -> None:
-    from streams.aggregation import RETAIN_DONE, TimerIndex
+def test_timer_index_hands_out_each_deadline_once_and_orphans_after_the_plan_wait() -> None:
+    from streams.aggregation import PLAN_WAIT, TimerIndex
 
     index = TimerIndex()
     agg = fresh()
@@ -127,23 +149,27 @@ def test_timer_index_ticks_each_aggregation_once_at_its_deadline_then_at_retenti
     due = index.pop_due(deadline)
     assert [(rid, d.phase) for rid, d in due] == [("req-1", "deadline")]
     assert index.pop_due(deadline + timedelta(seconds=1)) == [], "a tick is handed out once"
-    agg.complete(deadline)
-    index.track(agg)
-    assert index.pop_due(deadline + RETAIN_DONE - timedelta(seconds=1)) == []
-    assert [d.phase for _, d in index.pop_due(deadline + RETAIN_DONE)] == ["expire"]
+
+    orphan = Aggregation(request_id="orphan", first_seen=now_utc())
+    orphan.add_response(f.response("BA"))
+    index.track(orphan)
+    assert index.pop_due(orphan.first_seen + PLAN_WAIT - timedelta(seconds=1)) == []
+    assert [d.phase for _, d in index.pop_due(orphan.first_seen + PLAN_WAIT)] == ["expire"]
 
 
-def test_timer_index_retries_a_tick_that_could_not_be_sent_and_skips_stale_entries() -> None:
+def test_timer_index_retries_a_reply_that_could_not_be_sent_and_skips_stale_entries() -> None:
     from streams.aggregation import TimerIndex
 
     index = TimerIndex()
     agg = fresh()
     agg.add_plan(f.plan(["BA"], deadline=now_utc()))
     index.track(agg)
-    [(rid, due)] = index.pop_due(now_utc() + timedelta(seconds=1))
-    index.retry(rid, due)
-    assert index.pop_due(now_utc() + timedelta(seconds=1)) == [(rid, due)]
-    index.retry(rid, due)
-    agg.complete(now_utc())
-    index.track(agg)  # the state moved on: the retried deadline tick is stale now
-    assert index.pop_due(now_utc() + timedelta(seconds=1)) == []
+    later = now_utc() + timedelta(seconds=1)
+    [(rid, due)] = index.pop_due(later)
+    index.retry(rid, due, later)
+    [(again_id, again)] = index.pop_due(later)
+    assert again_id == rid
+    assert again.at == later
+    index.forget(rid)
+    index.retry(rid, again, later + timedelta(seconds=1))  # forgotten meanwhile: nothing comes back
+    assert index.pop_due(later + timedelta(seconds=5)) == []
