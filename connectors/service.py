@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 from typing import Any
 
 from connectors.worker import ConnectorWorker
@@ -16,8 +17,9 @@ from jetbridge.http import build_http_client
 from jetbridge.log import get_logger
 from jetbridge.runtime import kafka_config, open_runtime
 from jetbridge.settings import Settings
+from jetbridge.topics import TopicNames
 
-__all__ = ["run_connectors"]
+__all__ = ["health_report", "run_connectors"]
 
 log = get_logger(__name__)
 
@@ -34,6 +36,7 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
     clients = {
         code: build_http_client(timeout_s=30.0, max_connections=runtime.airlines[code].concurrency) for code in wanted
     }
+    topics = TopicNames(settings.topic_prefix)
     workers = [
         ConnectorWorker(
             runtime.airlines[code],
@@ -41,6 +44,12 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
             producer=runtime.producer,
             consumer_config=kafka_config(settings, f"jb-connector-{code}"),
             http=clients[code],
+            calls_topic=topics.calls(code),
+            responses_topic=topics.responses,
+            dlq_topic=topics.dlq,
+            group_id=f"{settings.topic_prefix}jb.connector.{code}",
+            instance=settings.instance,
+            session_timeout_ms=settings.group_session_timeout_ms,
             concurrency=min(runtime.airlines[code].concurrency, settings.connector_concurrency),
             deadline_margin_ms=settings.connector_deadline_margin_ms,
         )
@@ -57,10 +66,7 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
     running = [asyncio.create_task(w.run(), name=f"connector-{w.airline.code}") for w in workers]
 
     def health() -> dict[str, Any]:
-        # Healthy = every worker is a placed member of its consumer group (a call would reach it).
-        placed = {w.airline.code: w.assigned.is_set() for w in workers}
-        ok = all(placed.values()) and not any(t.done() for t in running)
-        return {"status": "ok" if ok else "starting", "instance": settings.instance, "placed": placed}
+        return health_report(workers, running, settings.instance)
 
     server = HealthServer(settings.health_port, health) if settings.health_port else None
     if server is not None:
@@ -83,3 +89,23 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
         await asyncio.gather(*(c.aclose() for c in clients.values()))
         await runtime.close()
         log.info("connectors stopped", handled={w.airline.code: w.handled for w in workers})
+
+
+def health_report(
+    workers: Sequence[ConnectorWorker], running: Sequence[asyncio.Task[None]], instance: str
+) -> dict[str, Any]:
+    """``ok`` when every worker is a placed member of its group (a call would reach it) and its dead letters
+    are written; ``degraded`` with the reason while a worker's DLQ cannot be written."""
+    placed = {w.airline.code: w.assigned.is_set() for w in workers}
+    report: dict[str, Any] = {"instance": instance, "placed": placed}
+    stalled = {w.airline.code: w.dead_letters.state() for w in workers if w.dead_letters.stalled}
+    if not all(placed.values()) or any(t.done() for t in running):
+        report["status"] = "starting"
+    elif stalled:
+        report["status"] = "degraded"
+        report["reason"] = f"dlq unwritable, partition paused: {', '.join(sorted(stalled))}"
+    else:
+        report["status"] = "ok"
+    if stalled:
+        report["dlq"] = stalled
+    return report

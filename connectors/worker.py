@@ -1,10 +1,15 @@
 """The connector worker runtime: consume an airline's call topic, call the airline with bounded
 concurrency, produce the normalised response, then commit.
 
-Offsets are committed only up to the lowest call not yet answered on each partition (the response for
-every committed call is already acknowledged by the broker), so a crash replays unanswered calls and
-never loses one; the aggregator absorbs the duplicates. A failing call becomes an ``ERROR``/``TIMEOUT``
-response for that airline plus a dead letter, and the partition moves on.
+Offsets are committed only up to the lowest call not yet done on each partition, and a call is done once
+its response is acknowledged by the broker (and its dead letter, if it failed, too), so a crash replays
+unfinished calls and never loses one; the aggregator absorbs the duplicates. A failing call becomes an
+``ERROR``/``TIMEOUT`` response for that airline plus a dead letter, and the partition moves on. A dead
+letter that cannot be written holds its call in flight (Dead Letter Channel, ``jetbridge/dlq.py``): the
+partition's committed offset stays before it and the worker reports itself stalled.
+
+Ownership is tracked per partition with an assignment epoch: a call that finishes after its partition was
+revoked (or revoked and assigned again) is ignored, and only partitions the worker owns are committed.
 
 Retries, circuit breaker and rate limit come later; they wrap ``_call_airline``.
 """
@@ -13,65 +18,125 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import itertools
+import threading
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import structlog
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 
 from connectors.base import AirlineConnector, build_connector
 from jetbridge.airlines import Airline
-from jetbridge.dlq import dead_letter
-from jetbridge.errors import AirlineError, AirlineTimeout, DeadlineExceeded, JetbridgeError
+from jetbridge.dlq import Backoff, DeadLetterChannel, DeadLetterSend, DlqHeaders, dead_letter
+from jetbridge.errors import AirlineError, AirlineTimeout, DeadlineExceeded, JetbridgeError, KafkaError
 from jetbridge.kafka import AsyncConsumer, AsyncProducer, decode_headers
 from jetbridge.log import get_logger
-from jetbridge.topics import AIRLINE_RESPONSES, DLQ
+from jetbridge.topics import TopicNames
 from schemas.codec import AvroCodec
-from schemas.models import AirlineCall, AirlineResponse, ErrorInfo, Offer, ResponseStatus, now_utc
+from schemas.models import AirlineCall, AirlineResponse, DeadLetter, ErrorInfo, Offer, ResponseStatus, now_utc
 
-__all__ = ["ConnectorWorker", "OffsetTracker", "airline_response"]
+__all__ = ["Commit", "ConnectorWorker", "OffsetTracker", "airline_response"]
 
 log = get_logger(__name__)
 
 BACKSTOP_S = 2.0
+# While every slot is busy the worker still polls this often, so the group keeps it (max.poll.interval.ms)
+# and rebalances are served, even when calls are held for a long time by an unwritable DLQ.
+_SATURATED_POLL_S = 0.5
+
+
+class Commit(NamedTuple):
+    """An offset to commit on a partition, chosen under the given assignment epoch."""
+
+    partition: int
+    offset: int
+    epoch: int
 
 
 @dataclass
+class _Owned:
+    epoch: int
+    in_flight: set[int] = field(default_factory=set)
+    highest_done: int = -1
+    committed: int = -1
+
+
 class OffsetTracker:
-    """Which offsets of each partition are in flight; what may be committed is below the lowest one."""
+    """Which offsets of each owned partition are in flight; what may be committed is below the lowest one.
 
-    in_flight: dict[int, set[int]] = field(default_factory=dict)
-    highest_done: dict[int, int] = field(default_factory=dict)
-    committed: dict[int, int] = field(default_factory=dict)
+    Every assignment of a partition opens a new epoch; a call is counted only under the epoch it started in.
+    Thread-safe: rebalance callbacks update it from the consumer's thread.
+    """
 
-    def started(self, partition: int, offset: int) -> None:
-        self.in_flight.setdefault(partition, set()).add(offset)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owned: dict[int, _Owned] = {}
+        self._epochs = itertools.count(1)
 
-    def finished(self, partition: int, offset: int) -> None:
-        self.in_flight.get(partition, set()).discard(offset)
-        self.highest_done[partition] = max(self.highest_done.get(partition, -1), offset)
+    def assign(self, partitions: Iterable[int]) -> None:
+        with self._lock:
+            for p in partitions:
+                # An incremental assignment names only new partitions; one already owned keeps its calls.
+                if p not in self._owned:
+                    self._owned[p] = _Owned(next(self._epochs))
 
-    def committable(self) -> dict[int, int]:
-        """Next offset to commit per partition (Kafka commits the offset of the next message to read)."""
-        result: dict[int, int] = {}
-        for partition, done in self.highest_done.items():
-            pending = self.in_flight.get(partition)
-            next_offset = min(pending) if pending else done + 1
-            if next_offset > self.committed.get(partition, -1):
-                result[partition] = next_offset
-        return result
+    def revoke(self, partitions: Iterable[int]) -> None:
+        with self._lock:
+            for p in partitions:
+                self._owned.pop(p, None)
 
-    def mark_committed(self, offsets: Mapping[int, int]) -> None:
-        self.committed.update(offsets)
+    def owned(self) -> list[int]:
+        with self._lock:
+            return sorted(self._owned)
 
-    def forget(self, partitions: list[int]) -> None:
-        for p in partitions:
-            self.in_flight.pop(p, None)
-            self.highest_done.pop(p, None)
-            self.committed.pop(p, None)
+    def owns(self, partition: int, epoch: int) -> bool:
+        with self._lock:
+            state = self._owned.get(partition)
+            return state is not None and state.epoch == epoch
+
+    def started(self, partition: int, offset: int) -> int | None:
+        """Track a call; returns its epoch, or None when the partition is not owned (leave the call alone)."""
+        with self._lock:
+            state = self._owned.get(partition)
+            if state is None:
+                return None
+            state.in_flight.add(offset)
+            return state.epoch
+
+    def finished(self, partition: int, offset: int, epoch: int) -> bool:
+        """Count a call as done; False (and nothing changes) when its partition was revoked since it began."""
+        with self._lock:
+            state = self._owned.get(partition)
+            if state is None or state.epoch != epoch:
+                return False
+            state.in_flight.discard(offset)
+            state.highest_done = max(state.highest_done, offset)
+            return True
+
+    def committable(self, partitions: Iterable[int] | None = None) -> list[Commit]:
+        """Next offset to commit per owned partition (Kafka commits the offset of the next message to read)."""
+        with self._lock:
+            wanted = self._owned if partitions is None else {p: self._owned[p] for p in partitions if p in self._owned}
+            result: list[Commit] = []
+            for p, state in wanted.items():
+                if state.highest_done < 0:
+                    continue
+                next_offset = min(state.in_flight) if state.in_flight else state.highest_done + 1
+                if next_offset > state.committed:
+                    result.append(Commit(p, next_offset, state.epoch))
+            return result
+
+    def mark_committed(self, commits: Iterable[Commit]) -> None:
+        with self._lock:
+            for c in commits:
+                state = self._owned.get(c.partition)
+                if state is not None and state.epoch == c.epoch:
+                    state.committed = max(state.committed, c.offset)
 
 
 def airline_response(
@@ -108,7 +173,7 @@ def airline_response(
 
 
 class ConnectorWorker:
-    """One airline's worker: a member of consumer group ``jb.connector.<IATA>``."""
+    """One airline's worker: a member of consumer group ``jb.connector.<IATA>`` (behind the topic prefix)."""
 
     def __init__(
         self,
@@ -118,60 +183,97 @@ class ConnectorWorker:
         producer: AsyncProducer,
         consumer_config: dict[str, Any],
         http: httpx.AsyncClient,
+        calls_topic: str | None = None,
+        responses_topic: str | None = None,
+        dlq_topic: str | None = None,
+        group_id: str | None = None,
+        instance: str = "",
+        session_timeout_ms: int = 6000,
         concurrency: int | None = None,
         deadline_margin_ms: int = 250,
         connector: AirlineConnector | None = None,
+        dlq_send: DeadLetterSend | None = None,
+        dlq_backoff: Backoff | None = None,
+        drain_timeout_s: float = 10.0,
     ) -> None:
+        names = TopicNames()
         self.airline = airline
+        self.calls_topic = calls_topic or names.calls(airline.code)
+        self.responses_topic = responses_topic or names.responses
+        self.dlq_topic = dlq_topic or names.dlq
         self._codec = codec
         self._producer = producer
-        self._topic = airline.calls_topic
         self._connector = connector or build_connector(airline, http)
         self._margin = timedelta(milliseconds=deadline_margin_ms)
         self._slots = asyncio.Semaphore(concurrency or airline.concurrency)
+        self._drain_timeout_s = drain_timeout_s
         self._tracker = OffsetTracker()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self.assigned = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._consumer = AsyncConsumer(
-            consumer_config
-            | {
-                "group.id": f"jb.connector.{airline.code}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                # The broker answers a fetch as soon as one byte arrives, so a long wait adds no latency;
-                # a short one only makes every idle consumer poll the broker hundreds of times a second.
-                "fetch.wait.max.ms": 500,
-                "partition.assignment.strategy": "cooperative-sticky",
-            }
+        self.dead_letters = DeadLetterChannel(
+            dlq_send or self._send_dead_letter, stage=f"connector.{airline.code}", backoff=dlq_backoff
         )
+        config = consumer_config | {
+            "group.id": group_id or f"jb.connector.{airline.code}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            # The broker answers a fetch as soon as one byte arrives, so a long wait adds no latency;
+            # a short one only makes every idle consumer poll the broker hundreds of times a second.
+            "fetch.wait.max.ms": 500,
+            "partition.assignment.strategy": "cooperative-sticky",
+            # A worker that dies loses its partitions after this long; three heartbeats fit in it.
+            "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": max(100, session_timeout_ms // 3),
+        }
+        if instance:
+            # Static membership: a restarted instance takes its partitions back at once, without a rebalance.
+            config["group.instance.id"] = f"{instance}-{airline.code}"
+        self._consumer = AsyncConsumer(config)
         self.handled = 0
+        # Assignment changes seen (assign, revoke, lost): a restart that keeps its static membership adds none
+        # to the other members.
+        self.rebalances = 0
 
     async def run(self) -> None:
         """Consume until ``stop()``; then finish what is in flight and commit it."""
         self._loop = asyncio.get_running_loop()
-        await self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        await self._consumer.subscribe(
+            [self.calls_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         commit_task = asyncio.create_task(self._commit_loop())
-        log.info("connector worker started", airline=self.airline.code, kind=self.airline.kind, topic=self._topic)
+        log.info("connector worker started", airline=self.airline.code, kind=self.airline.kind, topic=self.calls_topic)
+        # Calls received but not started for want of a slot; already tracked, so no commit passes them.
+        backlog: deque[tuple[Message, int]] = deque()
+        paused = False
         try:
             while not self._stopping.is_set():
-                await self._slots.acquire()
-                self._slots.release()
-                messages = await self._consumer.consume(64, 0.1)
+                await self._start_from(backlog)
+                if backlog:
+                    # Every slot is busy: stop fetching, but go on polling (see _SATURATED_POLL_S). Every round,
+                    # as partitions assigned meanwhile start unpaused.
+                    await self._consumer.pause_assigned()
+                    paused = True
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slots.acquire(), _SATURATED_POLL_S)
+                        self._slots.release()
+                elif paused:
+                    await self._consumer.resume_assigned()
+                    paused = False
+                messages = await self._consumer.consume(64, 0.0 if backlog else 0.1)
                 for message in messages:
                     if message.error() is not None:
                         log.warning("consume error", airline=self.airline.code, error=str(message.error()))
                         continue
-                    await self._slots.acquire()
-                    partition, offset = int(message.partition() or 0), int(message.offset() or 0)
-                    self._tracker.started(partition, offset)
-                    task = asyncio.create_task(self._handle(message))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    epoch = self._tracker.started(int(message.partition() or 0), int(message.offset() or 0))
+                    if epoch is not None:
+                        backlog.append((message, epoch))
         finally:
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Calls finishing from here on get one attempt at their dead letter; one that fails stays
+            # uncommitted and is replayed by whoever owns the partition next.
+            self.dead_letters.close()
+            await self._drain()
             commit_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await commit_task
@@ -182,15 +284,66 @@ class ConnectorWorker:
     def stop(self) -> None:
         self._stopping.set()
 
+    def health(self) -> dict[str, Any]:
+        """This worker's part of the process's health answer."""
+        return {
+            "placed": self.assigned.is_set(),
+            "partitions": self._tracker.owned(),
+            "rebalances": self.rebalances,
+            "dlq": self.dead_letters.state(),
+        }
+
+    async def _start_from(self, backlog: deque[tuple[Message, int]]) -> None:
+        while backlog and not self._slots.locked():
+            message, epoch = backlog.popleft()
+            if not self._tracker.owns(int(message.partition() or 0), epoch):
+                continue  # revoked while it waited: its new owner reads it
+            await self._slots.acquire()
+            task = asyncio.create_task(self._handle(message, epoch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=self._drain_timeout_s)
+        for task in late:
+            task.cancel()  # left uncommitted: replayed later, never lost
+        if late:
+            log.warning(
+                "calls cancelled at shutdown; they will be replayed", airline=self.airline.code, calls=len(late)
+            )
+            await asyncio.gather(*late, return_exceptions=True)
+
     def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
-        # Runs on the consumer thread; the group has placed this worker, so calls will reach it.
+        # Runs on the consumer thread, before any message of these partitions is returned.
+        self.rebalances += 1
+        self._tracker.assign(tp.partition for tp in partitions if tp.topic == self.calls_topic)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.assigned.set)
 
-    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
-        # Runs on the consumer thread inside poll; calls still in flight for these partitions will be
-        # answered (and replayed by the new owner: the aggregator keeps one answer per airline).
-        self._tracker.forget([tp.partition for tp in partitions])
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Runs on the consumer thread inside poll, while the partitions are still ours: hand over what is done,
+        # so the new owner starts after it. Calls still in flight are ignored when they finish (their epoch
+        # is gone) and replayed by the new owner; the aggregator keeps one answer per airline.
+        self.rebalances += 1
+        mine = [tp.partition for tp in partitions if tp.topic == self.calls_topic]
+        final = self._tracker.committable(mine)
+        if final:
+            try:
+                consumer.commit(
+                    offsets=[TopicPartition(self.calls_topic, c.partition, c.offset) for c in final],
+                    asynchronous=False,
+                )
+            except KafkaException as exc:
+                log.warning("commit on revoke failed; the new owner replays", airline=self.airline.code, error=str(exc))
+        self._tracker.revoke(mine)
+
+    def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        # The group already gave these partitions away (session expired): committing now would be refused or,
+        # worse, land over the new owner's progress.
+        self.rebalances += 1
+        self._tracker.revoke(tp.partition for tp in partitions if tp.topic == self.calls_topic)
 
     async def _commit_loop(self) -> None:
         while True:
@@ -198,16 +351,21 @@ class ConnectorWorker:
             await self._commit()
 
     async def _commit(self) -> None:
-        offsets = self._tracker.committable()
-        if not offsets:
-            return
+        chosen: list[Commit] = []
+
+        def choose() -> list[TopicPartition]:
+            chosen.extend(self._tracker.committable())
+            return [TopicPartition(self.calls_topic, c.partition, c.offset) for c in chosen]
+
         try:
-            await self._consumer.commit([TopicPartition(self._topic, p, o) for p, o in offsets.items()])
-            self._tracker.mark_committed(offsets)
+            committed = await self._consumer.commit_chosen(choose)
         except JetbridgeError as exc:
             log.warning("offset commit failed; will retry", airline=self.airline.code, error=str(exc))
+            return
+        done = {(tp.partition, tp.offset) for tp in committed}
+        self._tracker.mark_committed(c for c in chosen if (c.partition, c.offset) in done)
 
-    async def _handle(self, message: Message) -> None:
+    async def _handle(self, message: Message, epoch: int) -> None:
         partition, offset = int(message.partition() or 0), int(message.offset() or 0)
         headers = decode_headers(message.headers())
         try:
@@ -216,15 +374,30 @@ class ConnectorWorker:
                 request_id=headers.get("request_id"),
                 correlation_id=headers.get("correlation_id"),
             ):
-                await self._process(message, headers)
-        except Exception as exc:  # noqa: BLE001 - one bad call never stops the worker
-            await self._dead_letter(message, headers, exc)
+                failure: BaseException | None
+                try:
+                    failure = await self._process(message, headers)
+                except Exception as exc:  # noqa: BLE001 - one bad call never stops the worker
+                    failure = exc
+                if failure is not None:
+                    # Returns only once the dead letter is written: until then the call stays in flight.
+                    await self._dead_letter(message, headers, failure)
+            if self._tracker.finished(partition, offset, epoch):
+                self.handled += 1
+        except KafkaError as exc:
+            # The DLQ channel closed at shutdown with this call's dead letter unwritten.
+            log.warning(
+                "call left uncommitted; it will be replayed",
+                airline=self.airline.code,
+                partition=partition,
+                offset=offset,
+                error=exc.message,
+            )
         finally:
-            self._tracker.finished(partition, offset)
             self._slots.release()
-            self.handled += 1
 
-    async def _process(self, message: Message, headers: dict[str, str]) -> None:
+    async def _process(self, message: Message, headers: dict[str, str]) -> JetbridgeError | None:
+        """Answer one call; returns the airline's error when it must be dead-lettered too."""
         call = await self._codec.decode(message.value(), AirlineCall)
         started = asyncio.get_running_loop().time()
         budget = (call.deadline - self._margin - now_utc()).total_seconds()
@@ -248,22 +421,20 @@ class ConnectorWorker:
             latency_ms=latency_ms,
             attempts=call.attempt,
         )
-        status = response.status
         await self._producer.send(
-            AIRLINE_RESPONSES,
+            self.responses_topic,
             key=call.request_id,
-            value=self._codec.encode(AIRLINE_RESPONSES, response),
+            value=self._codec.encode(self.responses_topic, response),
             headers=_raw_headers(message),
         )
-        if error is not None and not isinstance(error, DeadlineExceeded):
-            await self._dead_letter(message, headers, error)
         log.info(
             "airline answered",
-            status=status.value,
+            status=response.status.value,
             offers=len(offers),
             latency_ms=latency_ms,
             error_code=error.code if error else None,
         )
+        return error if error is not None and not isinstance(error, DeadlineExceeded) else None
 
     async def _call_airline(self, call: AirlineCall, budget_s: float) -> list[Offer]:
         """One airline call inside its time budget (the seam for retry, breaker and rate limit)."""
@@ -286,22 +457,22 @@ class ConnectorWorker:
             key=message.key(),
             value=message.value(),
             headers=headers,
-            stage=f"connector.{self.airline.code}",
+            stage=self.dead_letters.stage,
             error=exc,
         )
-        try:
-            await self._producer.send(
-                DLQ, key=message.key(), value=self._codec.encode(DLQ, record), headers=dlq_headers
-            )
-            log.warning(
-                "call dead-lettered",
-                error_code=record.error_code,
-                topic=record.original_topic,
-                partition=record.original_partition,
-                offset=record.original_offset,
-            )
-        except JetbridgeError as dlq_exc:
-            log.error("dead-lettering failed", error=str(dlq_exc), original_error=record.error_message)
+        await self.dead_letters.publish(record, dlq_headers, message.key())
+        log.warning(
+            "call dead-lettered",
+            error_code=record.error_code,
+            topic=record.original_topic,
+            partition=record.original_partition,
+            offset=record.original_offset,
+        )
+
+    async def _send_dead_letter(self, key: bytes | str | None, record: DeadLetter, headers: DlqHeaders) -> None:
+        await self._producer.send(
+            self.dlq_topic, key=key, value=self._codec.encode(self.dlq_topic, record), headers=list(headers)
+        )
 
 
 def _raw_headers(message: Message) -> list[tuple[str, str | bytes | None]]:

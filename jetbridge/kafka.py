@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import secrets
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -228,6 +228,35 @@ class AsyncConsumer:
             await self._run(lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
         except KafkaException as exc:
             raise KafkaError(f"commit failed: {exc}") from exc
+
+    async def commit_chosen(self, choose: Callable[[], list[TopicPartition]]) -> list[TopicPartition]:
+        """Commit what ``choose`` returns, choosing on the consumer's own thread; returns what was committed.
+
+        Rebalance callbacks run on that thread too (inside poll), so none can run between the choice and the
+        commit: a partition revoked meanwhile is no longer chosen, instead of being committed over its new
+        owner's progress.
+        """
+
+        def choose_and_commit() -> list[TopicPartition]:
+            offsets = choose()
+            if not offsets:
+                return []
+            result = self._consumer.commit(offsets=offsets, asynchronous=False)
+            return [tp for tp in (result or offsets) if tp.error is None]
+
+        try:
+            committed: list[TopicPartition] = await self._run(choose_and_commit)
+        except KafkaException as exc:
+            raise KafkaError(f"commit failed: {exc}") from exc
+        return committed
+
+    async def pause_assigned(self) -> None:
+        """Stop fetching every partition assigned now; polling goes on serving the group and rebalances."""
+        await self._run(lambda: self._consumer.pause(self._consumer.assignment()))
+
+    async def resume_assigned(self) -> None:
+        """Fetch again every partition assigned now, from the position after the last message returned."""
+        await self._run(lambda: self._consumer.resume(self._consumer.assignment()))
 
     async def partitions_of(self, topic: str, timeout_s: float = 10.0) -> list[int]:
         metadata = await self._run(self._consumer.list_topics, topic, timeout_s)

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 from typing import Any
 
-from jetbridge.errors import DecodeError, SchemaRegistryError
+from confluent_kafka import KafkaException
+
+from jetbridge.errors import DecodeError, JetbridgeError, SchemaRegistryError
 from jetbridge.kafka import AsyncConsumer, decode_headers
 from jetbridge.log import get_logger
 from schemas.codec import AvroCodec
@@ -45,10 +47,25 @@ class ReplyCorrelator:
         self._task: asyncio.Task[None] | None = None
         self.replies_seen = 0
 
-    async def start(self) -> None:
-        """Start reading at the current end of every partition; returns once positions are fixed."""
-        partitions = await self._consumer.partitions_of(self._topic)
-        await self._consumer.assign(await self._consumer.end_offsets(self._topic, partitions))
+    async def start(self, wait_s: float = 30.0) -> None:
+        """Start reading at the current end of every partition; returns once positions are fixed.
+
+        Waits (up to ``wait_s``) for a broker that is still starting or a topic whose partitions have no
+        leader yet, as right after the stack created it.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + wait_s
+        while True:
+            try:
+                partitions = await self._consumer.partitions_of(self._topic)
+                positions = await self._consumer.end_offsets(self._topic, partitions)
+                break
+            except (JetbridgeError, KafkaException) as exc:
+                if loop.time() >= give_up:
+                    raise
+                log.info("reply topic not ready yet; retrying", error=str(exc))
+                await asyncio.sleep(0.5)
+        await self._consumer.assign(positions)
         self._task = asyncio.create_task(self._run(), name="reply-correlator")
 
     def expect(self, request_id: str) -> asyncio.Future[SearchReply]:

@@ -21,7 +21,7 @@ import faust
 import structlog
 
 from jetbridge.airlines import AirlineRegistry, load_registry
-from jetbridge.dlq import dead_letter
+from jetbridge.dlq import DeadLetterChannel, DlqHeaders, dead_letter
 from jetbridge.errors import DecodeError
 from jetbridge.health import HealthServer
 from jetbridge.http import build_http_client
@@ -37,6 +37,7 @@ from schemas.models import (
     AirlineCall,
     AirlineResponse,
     ControlKind,
+    DeadLetter,
     SearchReply,
     SearchRequest,
     now_utc,
@@ -118,8 +119,17 @@ def build_app(settings: Settings) -> faust.App:
         delivery = await topic.send(key=key.encode(), value=value, headers=list(headers))
         await delivery  # broker acknowledgement before the source event is acknowledged
 
+    async def write_dead_letter(key: bytes | str | None, record: DeadLetter, headers: DlqHeaders) -> None:
+        codec = await ctx.codec()
+        delivery = await dlq_topic.send(key=key, value=codec.encode(names.dlq, record), headers=list(headers))
+        await delivery
+
+    # One channel per agent: a stalled one stops only its own agent's partitions.
+    dlq_channels = {stage: DeadLetterChannel(write_dead_letter, stage=stage) for stage in ("router", "aggregator")}
+
     async def to_dlq(event: Any, stage: str, exc: BaseException) -> None:
-        """Dead Letter Channel: the original bytes and where they came from, then move on."""
+        """Dead Letter Channel: the original bytes and where they came from, then move on. While the DLQ
+        cannot be written the agent waits here, so its partitions stop rather than lose the event."""
         message = event.message
         record, dlq_headers = dead_letter(
             topic=message.topic,
@@ -131,20 +141,15 @@ def build_app(settings: Settings) -> faust.App:
             stage=stage,
             error=exc,
         )
-        try:
-            codec = await ctx.codec()
-            delivery = await dlq_topic.send(key=message.key, value=codec.encode(names.dlq, record), headers=dlq_headers)
-            await delivery
-            log.warning(
-                "event dead-lettered",
-                stage=stage,
-                error_code=record.error_code,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-            )
-        except Exception as dlq_exc:  # noqa: BLE001 - never let the DLQ stop the stream
-            log.error("dead-lettering failed", stage=stage, error=repr(dlq_exc), original_error=str(exc))
+        await dlq_channels[stage].publish(record, dlq_headers, message.key)
+        log.warning(
+            "event dead-lettered",
+            stage=stage,
+            error_code=record.error_code,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+        )
 
     # ---- router: content-based router + scatter (fan-out one call per airline) ----
     @app.agent(requests_topic, name="router")
@@ -276,8 +281,12 @@ def build_app(settings: Settings) -> faust.App:
         await aggregator_core.tick()
 
     def health() -> dict[str, Any]:
+        stalled = {stage: c.state() for stage, c in dlq_channels.items() if c.stalled}
+        status = "starting" if not health_state["ready"] else ("degraded" if stalled else "ok")
         return {
-            "status": "ok" if health_state["ready"] else "starting",
+            "status": status,
+            "reason": f"dlq unwritable, {' and '.join(stalled)} paused" if stalled else None,
+            "dlq": stalled or None,
             "instance": settings.instance,
             "open_joins": len(aggregator_core.open),
             "held_events": acks.held,

@@ -119,8 +119,13 @@ async def test_malformed_airline_response_yields_error_and_dead_letter(
     assert kafka.codec is not None
     record = await kafka.codec.decode(mine[0].value(), DeadLetter)
     assert record.original_offset == int(headers["dlq.original_offset"])
-    assert record.payload is not None
-    assert record.payload == mine[0].value() or record.payload[0] == 0, "the original call, byte-for-byte"
+    partition = int(headers["dlq.original_partition"])
+    original = await kafka.read_since(
+        "jb.airline.VS.calls.v1", {partition: record.original_offset}, until_s=10, want=lambda m: len(m) >= 1
+    )
+    assert original, "the original call is still on its topic"
+    assert record.payload == original[0].value(), "the original call, byte-for-byte"
+    assert record.original_key == original[0].key()
 
 
 BAD_INPUTS: list[tuple[dict[str, Any], str]] = [

@@ -51,6 +51,27 @@ class TopicSpace:
         specs = declared_topics(load_registry(self.settings.airlines_file), self.settings.topic_partitions, self.prefix)
         await apply_topics({"bootstrap.servers": self.settings.kafka_bootstrap_servers}, specs)
         self.codec = await open_codec(self.settings, specs, self._http)
+        await asyncio.to_thread(self._wait_for_metadata, [s.name for s in specs])
+
+    def _wait_for_metadata(self, topics: list[str], timeout_s: float = 15.0) -> None:
+        """New topics reach every client's metadata a moment after they are created."""
+        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap_servers, "group.id": "metadata"})
+        try:
+            give_up = time.monotonic() + timeout_s
+            while time.monotonic() < give_up:
+                known = consumer.list_topics(timeout=5).topics
+                if all(
+                    t in known
+                    and known[t].error is None
+                    and known[t].partitions
+                    and all(p.leader >= 0 for p in known[t].partitions.values())
+                    for t in topics
+                ):
+                    return
+                time.sleep(0.1)
+            raise AssertionError(f"topics not in the broker's metadata after {timeout_s} s")
+        finally:
+            consumer.close()
 
     async def close(self) -> None:
         await self.producer.close()
