@@ -1,11 +1,16 @@
 # Jetbridge: the two commands of the README, and their parts.
 #   make demo   set up, start the local stack (jetbridge up) and search flights through MCP (jetbridge demo)
 #   make test   set up, lint, type-check, and run every test (unit, integration on real Kafka, end-to-end)
+#   make up SCALE=streams=2,connectors=2    the stack with more stream and connector instances
+#
+# The set-up says a line per step; pip's and Maven's output go to $(SETUP_LOG).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+JB_HOME ?= .jetbridge
+SETUP_LOG := $(JB_HOME)/logs/setup.log
 
 .PHONY: setup demo up down status test lint typecheck unit bench clean
 
@@ -13,26 +18,30 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed"; exit 1; }
 	@command -v java >/dev/null || { echo "A JDK 17+ is needed (java) to run Apache Kafka"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven (mvn) is needed to fetch the Apache Kafka jars"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	bash infra/kafka/kafka.sh fetch
-	touch $(STAMP)
+	@mkdir -p $(dir $(SETUP_LOG))
+	@echo "set-up: installing the project into $(VENV) (about a minute the first time; log: $(SETUP_LOG))"
+	@{ test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); } >>$(SETUP_LOG) 2>&1
+	@{ $(BIN)/python -m pip install --quiet --upgrade pip && $(BIN)/python -m pip install --quiet -e '.[dev]'; } \
+		>>$(SETUP_LOG) 2>&1 || { echo "pip install failed; last lines of $(SETUP_LOG):"; tail -n 20 $(SETUP_LOG); exit 1; }
+	@bash infra/kafka/kafka.sh fetch
+	@touch $(STAMP)
+	@echo "set-up: done"
 
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/jetbridge up
-	$(BIN)/jetbridge demo
+	@$(BIN)/jetbridge up
+	@echo
+	@$(BIN)/jetbridge demo
 
 up: setup
-	$(BIN)/jetbridge up
+	@$(BIN)/jetbridge up $(if $(SCALE),--scale $(SCALE))
 
 down:
-	$(BIN)/jetbridge down
+	@$(BIN)/jetbridge down
 
 status:
-	$(BIN)/jetbridge status
+	@$(BIN)/jetbridge status
 
 bench: setup
 	$(BIN)/jetbridge bench

@@ -206,7 +206,7 @@ def _machine() -> dict[str, Any]:
 async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, start_stack: bool = True) -> Path:
     """Run the whole benchmark; returns the folder with results.json, latency.png and summary.md."""
     if start_stack:
-        from jetbridge.stack import up
+        from infra.stack.control import up
 
         await up(settings, say)
     control_url = f"http://{settings.simulator_host}:{settings.simulator_control_port}"

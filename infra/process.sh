@@ -1,7 +1,17 @@
 # Shared by the infra scripts (sourced, not run): PID-file process control for one background server.
-# The sourcing script sets: name, pidfile, logfile; and defines say().
+# The sourcing script sets: name, pidfile, logfile, marker (a word of the server's command line); and
+# defines say().
 
+# A PID file can outlive its process, and the PID be reused: ours only if the command line still has the marker.
 running() {
+  [[ -f $pidfile ]] || return 1
+  local pid; pid=$(cat "$pidfile")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ ! -r /proc/$pid/cmdline ]] || tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "${marker:-}"
+}
+
+# While starting: the PID we just wrote may not have exec'd into the server yet, so no marker check.
+started_alive() {
   [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
 }
 

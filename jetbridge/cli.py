@@ -1,12 +1,13 @@
-"""The ``jetbridge`` command.
+"""The ``jetbridge`` command: a thin layer over the local stack (``infra/stack/``) and the MCP bridge.
 
-jetbridge up                 start the local stack in the background; returns when all is healthy
-jetbridge down               stop everything the stack started
-jetbridge status             what runs, and whether it is healthy
-jetbridge demo               an AI-agent search through MCP, printed as a table
-jetbridge topics apply       declare every topic (idempotent)
-jetbridge bench              Jetbridge against a direct fan-out baseline, in one run (see bench/run.py)
-jetbridge run COMPONENT      run one component in the foreground (bridge, streams, connectors, simulators)
+jetbridge up [--scale streams=2,connectors=2]   start the local stack under its supervisor; returns when healthy
+jetbridge down                                  stop everything the stack started
+jetbridge status                                every component: PID, health, restarts, endpoint
+jetbridge demo                                  an AI-agent search through MCP, printed as tables
+jetbridge topics apply                          declare every topic (idempotent)
+jetbridge bench                                 Jetbridge against a direct fan-out baseline (see bench/run.py)
+jetbridge run COMPONENT                         one component in the foreground (bridge, streams, connectors,
+                                                simulators)
 """
 
 from __future__ import annotations
@@ -17,9 +18,18 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
 
 from jetbridge.airlines import load_registry
 from jetbridge.errors import JetbridgeError
@@ -27,41 +37,132 @@ from jetbridge.kafka import apply_topics
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import declared_topics
 
+if TYPE_CHECKING:
+    from infra.stack.control import Row
+
 __all__ = ["main"]
+
+_HEALTH_STYLES = {"healthy": "green", "running": "green", "starting": "yellow", "restarting": "yellow"}
 
 
 def _say(line: str) -> None:
     print(line, flush=True)
 
 
-async def _up(settings: Settings, args: argparse.Namespace) -> int:
-    from jetbridge.stack import up
+def _console() -> Console:
+    # Off a terminal rich assumes 80 columns and would wrap table cells; logs and tests want whole lines.
+    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
 
-    seconds = await up(settings, _say, with_simulators=not args.no_simulators)
-    print(f"\nJetbridge is up in {seconds:.1f} s.")
-    print(f"  MCP bridge        {settings.bridge_url}")
-    print(f"  Kafka             {settings.kafka_bootstrap_servers}")
-    print(f"  Schema registry   {settings.schema_registry_url}")
-    if not args.no_simulators:
-        print(f"  Simulator control http://{settings.simulator_host}:{settings.simulator_control_port}/airlines")
-    print(f"  Logs              {settings.log_dir}")
+
+def _mark(console: Console) -> Text:
+    return Text("\u2713" if console.encoding.lower().startswith("utf") else "ok", style="green")
+
+
+def _rows_table(rows: Sequence[Row], *, compact: bool = False) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name, justify in (("component", "left"), ("pid", "right"), ("health", "left"), ("restarts", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]  # rich's Literal, from a plain str
+    if not compact:
+        table.add_column("endpoint", overflow="fold")
+        table.add_column("note", style="dim")
+    for row in rows:
+        cells: list[str | Text] = [row.name, row.pid, Text(row.health, style=_HEALTH_STYLES.get(row.health, "red"))]
+        cells.append(row.restarts)
+        if not compact:
+            cells += [row.endpoint, row.note]
+        table.add_row(*cells)
+    return table
+
+
+class _UpDisplay:
+    """``up``'s progress: a spinner and the instances' health on a terminal; finished steps as lines anywhere."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._label = ""
+        self._rows: Sequence[Row] = []
+        self._healthy: set[str] = set()
+        self._live = (
+            Live(console=console, transient=True, refresh_per_second=8, get_renderable=self._render)
+            if console.is_terminal
+            else None
+        )
+
+    def __enter__(self) -> _UpDisplay:
+        if self._live is not None:
+            self._live.start()
+        return self
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def working(self, text: str) -> None:
+        self._label = text
+
+    def done(self, text: str) -> None:
+        self._console.print(Text.assemble(_mark(self._console), " ", text))
+
+    def instances(self, rows: Sequence[Row]) -> None:
+        self._rows = rows
+        if self._live is None:
+            for row in rows:
+                if row.up and row.name not in self._healthy:
+                    self._healthy.add(row.name)
+                    self.done(f"{row.name:<16} healthy (pid {row.pid})")
+
+    def finish(self) -> None:
+        """On a terminal the live table vanishes when done: keep one line of what it showed."""
+        if self._live is not None and self._rows:
+            self.done(f"{'Instances':<16} {', '.join(r.name for r in self._rows)}: healthy")
+
+    def _render(self) -> RenderableType:
+        spinner = Spinner("dots", text=Text(self._label, style="bold"))
+        return Group(spinner, _rows_table(self._rows, compact=True)) if self._rows else spinner
+
+
+async def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.stack.components import format_scale
+    from infra.stack.control import up
+
+    console = _console()
+    with _UpDisplay(console) as display:
+        seconds, plan = await up(settings, display, scale=args.scale, simulators=not args.no_simulators)
+    display.finish()
+    console.print(f"\nJetbridge is up in {seconds:.1f} s ({format_scale(plan.scale)}).", style="bold")
+    endpoints = [
+        ("MCP bridge", settings.bridge_url),
+        ("Kafka", settings.kafka_bootstrap_servers),
+        ("Schema registry", settings.schema_registry_url),
+    ]
+    if plan.simulators:
+        endpoints.append(
+            ("Simulator control", f"http://{settings.simulator_host}:{settings.simulator_control_port}/airlines")
+        )
+    endpoints += [("Logs", str(settings.log_dir)), ("Status", "jetbridge status")]
+    for name, where in endpoints:
+        console.print(f"  {name:<18}{where}")
     return 0
 
 
 async def _down(settings: Settings, _: argparse.Namespace) -> int:
-    from jetbridge.stack import down
+    from infra.stack.control import down
 
-    await down(settings, _say)
+    console = _console()
+    with _UpDisplay(console) as display:
+        await down(settings, display)
     return 0
 
 
 async def _status(settings: Settings, _: argparse.Namespace) -> int:
-    from jetbridge.stack import status
+    from infra.stack.control import status
 
-    rows = await status(settings)
-    for name, state in rows:
-        print(f"{name:<12} {state}")
-    return 0 if all(not s.startswith(("stopped", "unhealthy")) for _, s in rows) else 3
+    report = await status(settings)
+    console = _console()
+    console.print(_rows_table(report.rows))
+    for note in report.notes:
+        console.print(note, style="dim")
+    return 0 if report.all_up else 3
 
 
 async def _topics(settings: Settings, _: argparse.Namespace) -> int:
@@ -80,35 +181,107 @@ async def _topics(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-def format_result(result: dict[str, Any]) -> str:
-    """A search result as a table a person can read."""
-    lines = [f"request {result['request_id']}  status {result['status']}  in {result['elapsed_ms']} ms", ""]
-    lines.append(
-        f"{'#':>2}  {'airline':<7} {'price':>12}  {'cabin':<15} {'brand':<16} {'flights':<16} "
-        f"{'depart':<16} {'arrive':<16} {'time':>6}"
-    )
+def _offers_table(result: dict[str, Any]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name, justify in (
+        ("#", "right"),
+        ("airline", "left"),
+        ("price", "right"),
+        ("cabin", "left"),
+        ("brand", "left"),
+        ("flights", "left"),
+        ("depart", "left"),
+        ("arrive", "left"),
+        ("time", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]  # rich's Literal, from a plain str
     for i, offer in enumerate(result["offers"], 1):
         for j, sl in enumerate(offer["slices"]):
-            head = (
-                (
-                    f"{i:>2}  {offer['airline']:<7} {offer['total_amount'] + ' ' + offer['currency']:>12}  "
-                    f"{offer['cabin']:<15} {(offer['fare_brand'] or '-')[:16]:<16} "
-                )
-                if j == 0
-                else " " * 58
-            )
             hours, minutes = divmod(sl["duration_minutes"], 60)
-            lines.append(
-                f"{head}{','.join(sl['flights']):<16} {sl['departure']:<16} {sl['arrival']:<16} "
-                f"{hours:>2}h{minutes:02d}"
+            head = (
+                [
+                    str(i),
+                    offer["airline"],
+                    f"{offer['total_amount']} {offer['currency']}",
+                    offer["cabin"],
+                    offer["fare_brand"] or "-",
+                ]
+                if j == 0
+                else [""] * 5
             )
-    lines += ["", f"{'airline':<8} {'status':<11} {'offers':>6} {'latency':>9}  error"]
+            table.add_row(
+                *head,
+                ",".join(sl["flights"]),
+                sl["departure"],
+                sl["arrival"],
+                f"{hours}h{minutes:02d}",
+                end_section=j == len(offer["slices"]) - 1 and len(offer["slices"]) > 1,
+            )
+    return table
+
+
+def _airlines_table(result: dict[str, Any]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("airline")
+    table.add_column("status")
+    table.add_column("offers", justify="right")
+    table.add_column("latency", justify="right")
+    table.add_column("error")
     for a in result["airlines"]:
         latency = f"{a['latency_ms']} ms" if a.get("latency_ms") is not None else "-"
-        lines.append(
-            f"{a['airline']:<8} {a['status']:<11} {a['offer_count']:>6} {latency:>9}  {a.get('error_code') or ''}"
+        style = "green" if a["status"] == "ok" else "yellow"
+        table.add_row(
+            a["airline"], Text(a["status"], style=style), str(a["offer_count"]), latency, a.get("error_code") or ""
         )
-    return "\n".join(lines)
+    return table
+
+
+def _result_words(result: dict[str, Any], route: str) -> str | None:
+    """What an answer without offers means, in words (None when there are offers to show)."""
+    if result.get("offers"):
+        return None
+    status = str(result.get("status", "")).lower()
+    if status == "no_airlines":
+        return f"No airline in the registry serves {route}: nobody was asked, so there are no offers."
+    if status == "unanswered":
+        asked = ", ".join(f"{a['airline']} {a['status']}" for a in result.get("airlines", []))
+        return f"None of the airlines asked about {route} answered ({asked}): no offers."
+    return f"The airlines asked for {route} answered, but had no offers for that date and cabin."
+
+
+def _print_result(console: Console, result: dict[str, Any], route: str) -> None:
+    console.print(f"request {result['request_id']}  status {result['status']}  in {result['elapsed_ms']} ms")
+    words = _result_words(result, route)
+    if words is None:
+        console.print(_offers_table(result))
+    else:
+        console.print(words, style="yellow")
+    if result.get("airlines"):
+        console.print(_airlines_table(result))
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside (nested) exception groups, as the MCP client's task groups raise them."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _is_a(exc: BaseException, *names: str) -> bool:
+    # By class name: the MCP client raises its own copy of httpx's errors (``httpx2``), not httpx's.
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+
+def _bridge_failure(exc: BaseException, url: str) -> str:
+    leaves = list(_leaves(exc))
+    if any(_is_a(e, "ConnectError", "ConnectionRefusedError") for e in leaves):
+        return f"the bridge is not running at {url}: run `jetbridge up`"
+    if any(_is_a(e, "TimeoutException", "TimeoutError") for e in leaves):
+        return f"the bridge at {url} did not answer in time: see `jetbridge status`"
+    first = leaves[0] if leaves else exc
+    return f"the search through the bridge at {url} failed: {type(first).__name__}: {first}"
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -127,18 +300,24 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     if args.cabin:
         arguments["cabin"] = args.cabin
     url = args.url or settings.bridge_url
-    print(f"MCP client -> {url}: search_offers {json.dumps(arguments)}")
+    console = _console()
     started = time.monotonic()
-    async with Client(url) as client:
-        result = await client.call_tool("search_offers", arguments)
+    try:
+        async with Client(url) as client:
+            # Said once the session is open, so a bridge that is down costs the person one line, not two.
+            console.print(f"MCP client -> {url}: search_offers {json.dumps(arguments)}", markup=False)
+            result = await client.call_tool("search_offers", arguments)
+    except Exception as exc:  # noqa: BLE001 - whatever the transport raised, the person gets one line
+        print(f"jetbridge demo: {_bridge_failure(exc, url)}", file=sys.stderr)
+        return 1
     wall_ms = int((time.monotonic() - started) * 1000)
     if result.is_error:
         text = " ".join(getattr(c, "text", "") for c in result.content)
-        print(f"tool error: {text}", file=sys.stderr)
+        print(f"jetbridge demo: tool error: {text}", file=sys.stderr)
         return 1
-    structured = result.structured_content or {}
-    print(format_result(structured))
-    print(f"\nround trip through MCP (including session set-up): {wall_ms} ms")
+    route = f"{args.origin}-{args.destination}"
+    _print_result(console, result.structured_content or {}, route)
+    console.print(f"round trip through MCP (including session set-up): {wall_ms} ms")
     return 0
 
 
@@ -173,13 +352,27 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _scale_arg(text: str) -> dict[str, int]:
+    from infra.stack.components import parse_scale
+
+    try:
+        return parse_scale(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jetbridge", description="Jetbridge: AI agents to airlines over Kafka.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_up = sub.add_parser("up", help="start the local stack in the background")
+    p_up = sub.add_parser("up", help="start the local stack under its supervisor; returns when all is healthy")
     p_up.add_argument("--no-simulators", action="store_true", help="do not start the airline simulators")
+    p_up.add_argument(
+        "--scale",
+        type=_scale_arg,
+        help="instances per kind, e.g. streams=2,connectors=2 (default: what runs now, else 1 each)",
+    )
     sub.add_parser("down", help="stop everything the local stack started")
-    sub.add_parser("status", help="show what runs")
+    sub.add_parser("status", help="every component: PID, health, restarts, endpoint (exit 3 if one is down)")
     p_demo = sub.add_parser("demo", help="search flights through the MCP bridge and print the offers")
     p_demo.add_argument("--origin", default="LHR")
     p_demo.add_argument("--destination", default="JFK")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -60,6 +61,15 @@ Headers = list[tuple[str, bytes]]
 # partition number of every topic, so our librdkafka producers use murmur2 as well (tested in
 # tests/integration/test_partitioning.py against aiokafka's partitioner on a real broker).
 PARTITIONER = "murmur2_random"
+
+# librdkafka writes its own log lines (``%4|...|GETPID|...``) straight to stderr unless given a logger;
+# through this one they become JSON lines like every other (see jetbridge/log.py), never raw terminal text.
+LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
+
+
+def with_logger(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A librdkafka client config whose log lines go through our logging."""
+    return {"logger": LIBRDKAFKA_LOGGER} | dict(config)
 
 
 def new_traceparent() -> str:
@@ -121,7 +131,7 @@ class AsyncProducer:
             "compression.type": "none",
         }
         base.update(config)
-        self._producer = Producer(base)
+        self._producer = Producer(with_logger(base))
         self._running = True
         self._thread = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
         self._thread.start()
@@ -191,7 +201,7 @@ class AsyncConsumer:
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self._consumer = Consumer(dict(config))
+        self._consumer = Consumer(with_logger(config))
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
 
     @property
@@ -290,7 +300,7 @@ async def apply_topics(
 
     Returns what happened to each topic: ``created``, ``updated`` or ``unchanged``.
     """
-    admin = AdminClient(dict(admin_config))
+    admin = AdminClient(with_logger(admin_config))
     specs = list(specs)
     metadata = await asyncio.to_thread(admin.list_topics, timeout=15)
     existing = set(metadata.topics)

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging", "get_logger", "stdlib_logging_config"]
 
 # Keys that must never reach a log line, whatever a caller binds.
 _REDACTED_KEYS = frozenset(
@@ -48,11 +48,13 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
 
 
 _configured = False
+# The formatter every stdlib handler of this process uses, so libraries' lines match structlog's.
+_stdlib_formatter: logging.Formatter | None = None
 
 
 def configure_logging(level: str = "INFO", fmt: str = "auto", *, process: str | None = None) -> None:
     """Set up structlog and the stdlib root logger for this process. Safe to call twice."""
-    global _configured
+    global _configured, _stdlib_formatter
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
@@ -72,11 +74,44 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, process: str | 
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Third-party libraries log through the stdlib; keep them quiet and on the same stream.
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+    # Third-party libraries (aiokafka, faust, uvicorn, httpx) log through the stdlib: the same processors
+    # and renderer make their lines JSON with the same keys (plus the library's logger name).
+    _stdlib_formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_stdlib_formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Libraries speak from WARNING up, whatever the level of our own lines.
+    root.setLevel(max(numeric, logging.WARNING))
     if process:
         structlog.contextvars.bind_contextvars(process=process)
     _configured = True
+
+
+def stdlib_logging_config() -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` dict that keeps the root logger on this module's formatter.
+
+    For frameworks that replace the root logger's handlers with their own at start-up (faust's worker:
+    pass it as ``faust.App(..., logging_config=stdlib_logging_config())``). Call ``configure_logging`` first.
+    """
+    if _stdlib_formatter is None:
+        raise RuntimeError("configure_logging() first")
+    formatter = _stdlib_formatter
+    root = logging.getLogger()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"jetbridge": {"()": lambda: formatter}},
+        "handlers": {"jetbridge": {"class": "logging.StreamHandler", "formatter": "jetbridge", "stream": sys.stderr}},
+        "root": {"level": logging.getLevelName(root.level), "handlers": ["jetbridge"]},
+    }
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -205,7 +205,10 @@ def _client_id(ctx: Context) -> str:
 async def serve_app(server: MCPServer, host: str, port: int) -> None:
     """Serve an MCP server over streamable HTTP at /mcp until SIGTERM/SIGINT (uvicorn handles both)."""
     app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    # log_config=None: uvicorn's lines go through our logging (JSON), not its own formatter.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", log_config=None, lifespan="on", timeout_graceful_shutdown=5
+    )
     log.info("mcp server listening", url=f"http://{host}:{port}/mcp")
     await uvicorn.Server(config).serve()
 

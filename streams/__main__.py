@@ -20,8 +20,9 @@ def main() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     from streams.app import app
 
-    level = "info" if settings.log_level.upper() == "DEBUG" else "warn"
-    sys.argv = [sys.argv[0], "worker", "--loglevel", level, "--without-web"]
+    # --quiet (before the command) drops faust's ANSI banner; at "warn" or above faust would start a
+    # terminal spinner, so the level stays "info" and our logging config (app.py) filters instead.
+    sys.argv = [sys.argv[0], "--quiet", "worker", "--loglevel", "info", "--without-web"]
     app.main()
 
 

@@ -26,7 +26,7 @@ from jetbridge.errors import DecodeError
 from jetbridge.health import HealthServer
 from jetbridge.http import build_http_client
 from jetbridge.kafka import HEADER_CLIENT_ID, HEADER_TRACEPARENT, decode_headers, event_headers, new_traceparent
-from jetbridge.log import get_logger
+from jetbridge.log import get_logger, stdlib_logging_config
 from jetbridge.runtime import open_codec
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames, declared_topics
@@ -104,6 +104,8 @@ def build_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.group_session_timeout_ms / 1000,
         broker_heartbeat_interval=max(0.5, settings.group_session_timeout_ms / 3000),
         consumer_group_instance_id=settings.instance or None,
+        # faust's worker replaces the root logger's handlers with its own (colour) ones: keep ours (JSON).
+        logging_config=stdlib_logging_config(),
     )
     ctx = StreamContext(settings)
     requests_topic = app.topic(names.requests, key_type=bytes, value_type=bytes)

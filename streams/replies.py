@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka import KafkaError as BrokerError
 
 from jetbridge.errors import KafkaError
+from jetbridge.kafka import with_logger
 
 __all__ = ["ReplyLedger", "scan_replies"]
 
@@ -57,7 +58,7 @@ def scan_replies(
     Blocking (run it in a thread). Reads keys only; raises KafkaError when the broker cannot be read.
     """
     consumer = Consumer(
-        config
+        with_logger(config)
         | {
             "group.id": f"jb.aggregator-scan.{uuid.uuid4().hex}",  # never joined, nothing committed
             "enable.auto.commit": False,

@@ -1,7 +1,7 @@
 """Session fixtures for tests that need real infrastructure.
 
 Unit tests use none of these. Integration and end-to-end tests get a real Kafka and schema registry from
-`jetbridge.backends.provide_infra` (an external cluster, testcontainers, or the project's local processes,
+`infra.stack.backends.provide_infra` (an external cluster, testcontainers, or the project's local processes,
 chosen automatically) on ports and a state folder of their own, so a developer's running stack is left
 alone.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.stack.backends import Infra, provide_infra
 from jetbridge.airlines import load_registry
-from jetbridge.backends import Infra, provide_infra
 from jetbridge.kafka import apply_topics
 from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import declared_topics

@@ -8,6 +8,9 @@
 #
 # Settings (environment): JB_HOME (state, default <repo>/.jetbridge), JB_CACHE (jar cache, default
 # ~/.cache/jetbridge), JB_KAFKA_PORT (9092), JB_KAFKA_CONTROLLER_PORT (9093), JB_KAFKA_HEAP (512m).
+#
+# It says a line per step on stderr; Maven's output goes to $JB_HOME/logs/setup.log, the broker's and the
+# storage tool's (a dump of every configuration value) to $JB_HOME/logs/kafka.log.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,8 +25,10 @@ state=$home/kafka
 data=$state/data
 pidfile=$home/run/kafka.pid
 logfile=$home/logs/kafka.log
+setuplog=$home/logs/setup.log
 
 name=kafka
+marker=kafka.Kafka
 # shellcheck source=../process.sh
 source "$here/../process.sh"
 
@@ -31,10 +36,14 @@ say() { printf 'kafka: %s\n' "$*" >&2; }
 
 fetch() {
   if [[ -f $libs/.complete ]]; then return 0; fi
-  say "fetching Apache Kafka $version jars from Maven Central into $libs (once)"
-  mkdir -p "$libs"
-  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$libs" >&2
+  say "fetching the Apache Kafka $version jars from Maven Central into $libs (once; log: $setuplog)"
+  mkdir -p "$libs" "$home/logs"
+  # -B and style.color=never: no progress bars or colours; Maven 3.8 still writes colour resets, so strip
+  # escapes too (pipefail keeps Maven's exit code).
+  if ! mvn -B -q -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$libs" 2>&1 | sed -e 's/\x1b\[[0-9;]*[A-Za-z]//g' >>"$setuplog"; then
+    say "Maven could not fetch the jars; last lines of $setuplog:"; tail -n 20 "$setuplog" >&2; return 1
+  fi
   touch "$libs/.complete"
 }
 
@@ -53,7 +62,10 @@ format_storage() {
   local cluster_id
   cluster_id=$(java_run kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
   say "formatting storage in $data (cluster $cluster_id)"
-  java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" >&2
+  mkdir -p "$home/logs"
+  if ! java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" >>"$logfile" 2>&1; then
+    say "formatting failed; last lines of $logfile:"; tail -n 20 "$logfile" >&2; return 1
+  fi
 }
 
 start() {
@@ -74,7 +86,7 @@ start() {
   echo $! >"$pidfile"
   local waited=0
   until tail -c +"$((offset + 1))" "$logfile" 2>/dev/null | grep -q "Kafka Server started" && port_open "$port"; do
-    if ! running; then say "broker exited while starting; last lines of $logfile:"; tail -n 20 "$logfile" >&2; return 1; fi
+    if ! started_alive; then say "broker exited while starting; last lines of $logfile:"; tail -n 20 "$logfile" >&2; return 1; fi
     if (( waited >= 240 )); then say "not ready after 120 s; see $logfile"; return 1; fi
     sleep 0.5; waited=$((waited + 1))
   done

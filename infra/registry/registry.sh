@@ -20,6 +20,7 @@ logfile=$home/logs/registry.log
 state=$home/registry/state.json
 
 name=registry
+marker=infra.registry.local_registry
 # shellcheck source=../process.sh
 source "$here/../process.sh"
 
@@ -44,7 +45,7 @@ start() {
   echo $! >"$pidfile"
   local waited=0
   until answers; do
-    if ! running; then say "exited while starting; last lines of $logfile:"; tail -n 20 "$logfile" >&2; return 1; fi
+    if ! started_alive; then say "exited while starting; last lines of $logfile:"; tail -n 20 "$logfile" >&2; return 1; fi
     if (( waited >= 300 )); then say "not ready after 30 s; see $logfile"; return 1; fi
     sleep 0.1; waited=$((waited + 1))
   done

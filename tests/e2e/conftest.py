@@ -15,14 +15,16 @@ import httpx
 import pytest
 from mcp import Client
 
+from infra.stack.backends import Infra
 from jetbridge.airlines import DEFAULT_REGISTRY
-from jetbridge.backends import Infra
 from jetbridge.settings import REPO_ROOT
 from tests.conftest import PORT_SHIFT
 
 BRIDGE_PORT = 18080 + PORT_SHIFT
 SECOND_BRIDGE_PORT = 18090 + PORT_SHIFT
 SIM_CONTROL_PORT = 19100 + PORT_SHIFT
+# streams-N serves /health on 19300 + N, connectors-N on 19350 + N (see infra/stack/components.py)
+HEALTH_PORT_BASE = 19300 + PORT_SHIFT
 # 9201 -> 19201: the test stack never collides with a developer's stack
 AIRLINE_PORT_SHIFT = 10000 + PORT_SHIFT
 
@@ -46,9 +48,10 @@ class Stack:
         )
 
 
-def _test_registry(home: Path) -> Path:
+def shifted_registry(home: Path, shift: int = AIRLINE_PORT_SHIFT) -> Path:
+    """The airline registry with every simulator port moved by ``shift``, so a test stack has its own."""
     text = DEFAULT_REGISTRY.read_text(encoding="utf-8")
-    text = re.sub(r"127\.0\.0\.1:(\d+)", lambda m: f"127.0.0.1:{int(m.group(1)) + AIRLINE_PORT_SHIFT}", text)
+    text = re.sub(r"127\.0\.0\.1:(\d+)", lambda m: f"127.0.0.1:{int(m.group(1)) + shift}", text)
     path = home / "airlines.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -59,9 +62,10 @@ def stack(infra: Infra, test_home: Path) -> Iterator[Stack]:
     env = dict(
         os.environ,
         JB_HOME=str(test_home),
-        JB_AIRLINES_FILE=str(_test_registry(test_home)),
+        JB_AIRLINES_FILE=str(shifted_registry(test_home)),
         JB_BRIDGE_PORT=str(BRIDGE_PORT),
         JB_SIM_CONTROL_PORT=str(SIM_CONTROL_PORT),
+        JB_HEALTH_PORT_BASE=str(HEALTH_PORT_BASE),
         KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
         SCHEMA_REGISTRY_URL=infra.registry_url,
         JB_LOG_FORMAT="json",

@@ -7,7 +7,7 @@
    registry, as processes on this machine.
 
 The tests use this; ``jetbridge up`` uses ``external`` or ``local`` (containers would die with the
-command that started them).
+command that started them). The local scripts' own messages go to ``$JB_HOME/logs/setup.log``.
 """
 
 from __future__ import annotations
@@ -88,11 +88,15 @@ def _local(home: Path, kafka_port: int, registry_port: int) -> Iterator[Infra]:
         JB_REGISTRY_PORT=str(registry_port),
     )
 
+    log_dir = home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
     def script(name: str, action: str) -> None:
         path = REPO_ROOT / "infra" / name / f"{name}.sh"
-        result = subprocess.run(["/bin/bash", str(path), action], env=env, check=False)
+        with (log_dir / "setup.log").open("ab") as log:
+            result = subprocess.run(["/bin/bash", str(path), action], env=env, check=False, stdout=log, stderr=log)
         if result.returncode != 0 and action == "start":
-            raise ConfigurationError(f"{name} did not start (see {home}/logs/{name}.log)")
+            raise ConfigurationError(f"{name} did not start (see {log_dir}/setup.log and {log_dir}/{name}.log)")
 
     try:
         script("kafka", "start")
