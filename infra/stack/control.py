@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from infra.stack.components import KINDS, InstanceSpec, StackPlan, plan
-from infra.stack.probes import http_healthy, port_open, registry_answers
+from infra.stack.probes import health_detail, http_healthy, port_open, registry_answers
 from infra.stack.state import (
     InstanceState,
     StackFiles,
@@ -341,6 +341,9 @@ async def _instance_rows(specs: Sequence[InstanceSpec], state: StackState | None
             return Row(spec.name, "-", health, restarts, spec.endpoint, note)
         ok = await http_healthy(spec.health_url) if spec.health_url else True
         health = "healthy" if ok else ("starting" if inst is not None and inst.state == "starting" else "unhealthy")
+        detail = await health_detail(spec.health_url) if spec.health_url else None
+        if detail:
+            note = f"{note}; {detail}" if note else detail
         return Row(spec.name, str(pid), health, restarts, spec.endpoint, note)
 
     return list(await asyncio.gather(*(row(spec) for spec in specs)))

@@ -7,7 +7,7 @@ import contextlib
 
 import httpx
 
-__all__ = ["http_healthy", "port_open", "registry_answers"]
+__all__ = ["health_detail", "http_healthy", "port_open", "registry_answers"]
 
 
 async def http_healthy(url: str, timeout_s: float = 1.0, *, client: httpx.AsyncClient | None = None) -> bool:
@@ -19,6 +19,25 @@ async def http_healthy(url: str, timeout_s: float = 1.0, *, client: httpx.AsyncC
             return (await own.get(url)).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+async def health_detail(url: str, timeout_s: float = 1.0) -> str | None:
+    """What a health answer says beyond "ok" (``degraded: dlq unwritable``, ``backbone unavailable``), if
+    anything; None when it says nothing more or cannot be read."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as http:
+            body = (await http.get(url)).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    words = [str(body[k]) for k in ("reason",) if body.get(k)]
+    if body.get("backbone") not in (None, "ok"):
+        words.append(f"backbone {body['backbone']}: {body.get('backbone_last_failure') or ''}".rstrip(": "))
+    status = body.get("status")
+    if status in (None, "ok", "starting") and not words:
+        return None
+    return f"{status}: {'; '.join(words)}" if words else str(status)
 
 
 async def registry_answers(url: str, timeout_s: float = 1.0) -> bool:

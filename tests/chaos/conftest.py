@@ -41,6 +41,21 @@ AIRLINE_PORT_SHIFT = 10300 + PORT_SHIFT  # 9201 -> 19501
 HEALTH_PORT_BASE = 18500 + PORT_SHIFT
 SOON = (datetime.now(UTC).date() + timedelta(days=21)).isoformat()
 
+# Every scenario's counts, printed at the end of the test run (not only with -s).
+REPORT: list[str] = []
+
+
+def report(line: str) -> None:
+    print(line)
+    REPORT.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if REPORT:
+        terminalreporter.section("chaos: what each scenario counted")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
 
 @dataclass
 class Outcome:

@@ -15,7 +15,7 @@ import pytest
 
 from infra.stack.backends import Infra
 from mcp_bridge.service import REPLY_GRACE_S
-from tests.chaos.conftest import ChaosStack, Counts, Outcome, kafka_script
+from tests.chaos.conftest import ChaosStack, Counts, Outcome, kafka_script, report
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.kafka]
 
@@ -24,7 +24,7 @@ SLOW = ("DL", "AY")
 
 
 def assert_invariant(counts: Counts, outcomes: list[Outcome], scenario: str) -> None:
-    print(counts.line(scenario))
+    report(counts.line(scenario))
     assert counts.lost == [], f"requests without a reply: {counts.lost}"
     assert counts.duplicated == [], f"requests with more than one reply: {counts.duplicated}"
     late = [o for o in outcomes if o.elapsed_s > o.deadline_s + REPLY_GRACE_S + 0.25]
@@ -47,7 +47,7 @@ async def test_kill_9_of_the_connector_worker_while_20_searches_are_in_flight(ch
     await chaos.airlines()
     resumed = await chaos.first_complete_after(killed_at)
     counts = await chaos.counts(marks, outcomes)
-    print(
+    report(
         f"[chaos] connector restarted and healthy {back:.1f} s after kill -9; "
         f"complete searches again after {resumed:.1f} s"
     )
@@ -71,7 +71,7 @@ async def test_kill_9_of_the_stream_worker_after_three_of_five_airlines_answered
     await chaos.airlines()
     resumed = await chaos.first_complete_after(killed_at)
     counts = await chaos.counts(marks, outcomes)
-    print(
+    report(
         f"[chaos] streams restarted and healthy {back:.1f} s after kill -9; "
         f"complete searches again after {resumed:.1f} s"
     )
@@ -90,7 +90,7 @@ async def test_kill_9_of_the_stream_worker_while_idle_after_a_burst(chaos: Chaos
     resumed = await chaos.first_complete_after(killed_at)
     await asyncio.sleep(3.0)  # whatever the new worker replays, it has replayed now
     counts = await chaos.counts(marks, outcomes)
-    print(f"[chaos] streams healthy again {back:.1f} s after kill -9; complete searches again after {resumed:.1f} s")
+    report(f"[chaos] streams healthy again {back:.1f} s after kill -9; complete searches again after {resumed:.1f} s")
     assert_invariant(counts, outcomes, "kill -9 streams idle after a burst of 40")
     assert counts.agents["complete"] == 40
     assert resumed <= 10.0
@@ -120,7 +120,7 @@ async def test_one_of_two_stream_and_connector_workers_killed_under_load(chaos: 
     assert_invariant(counts, outcomes, "one of two streams and connectors killed at 10/s")
     after = sorted(o.started_at - killed_at for o in outcomes if o.status == "complete" and o.started_at > killed_at)
     gap = after[0] if after else float("inf")
-    print(f"[chaos] first search started after the kill that came back complete: +{gap:.1f} s")
+    report(f"[chaos] first search started after the kill that came back complete: +{gap:.1f} s")
     assert gap <= 10.0
     chaos.up("streams=1,connectors=1")
 
@@ -137,13 +137,13 @@ async def test_broker_stopped_for_15_s_under_light_load(chaos: ChaosStack, test_
     stopped_at = time.monotonic()
     await asyncio.sleep(15.0)
     assert (await asyncio.to_thread(kafka_script, "start", test_home, infra)).returncode == 0
-    print(f"[chaos] broker back after {time.monotonic() - stopped_at:.1f} s")
+    report(f"[chaos] broker back after {time.monotonic() - stopped_at:.1f} s")
     outcomes = await searches
     resumed = await chaos.first_complete_after(time.monotonic(), limit_s=60)
     counts = await chaos.counts(marks, outcomes, settle_s=30)
     unavailable = [o for o in outcomes if o.error_code == "backbone_unavailable"]
     worst = max(o.elapsed_s - o.deadline_s for o in outcomes)
-    print(
+    report(
         f"[chaos] broker down: {len(unavailable)} agents told backbone_unavailable, worst answer "
         f"{worst:+.2f} s past the deadline; complete searches {resumed:.1f} s after the broker was back"
     )
@@ -177,7 +177,7 @@ async def test_poison_on_every_input_topic_is_dead_lettered_and_searches_go_on(c
 
     letters = await chaos.probe.read_since(chaos.names.dlq, dlq_before, until_s=20, want=all_four)  # type: ignore[arg-type]
     seen = {(chaos.probe.headers(m)["dlq.original_topic"], chaos.probe.headers(m)["dlq.stage"]) for m in letters}
-    print(f"[chaos] poison: {len(topics)} sent, {len(letters)} dead-lettered")
+    report(f"[chaos] poison: {len(topics)} sent, {len(letters)} dead-lettered")
     assert seen == set(topics.items())
     marks = await chaos.marks()
     outcomes = await chaos.searches(5, rate_per_s=5)
