@@ -15,6 +15,7 @@ from jetbridge.errors import ConfigurationError
 from jetbridge.health import HealthServer
 from jetbridge.http import build_http_client
 from jetbridge.log import get_logger
+from jetbridge.metrics import LagMonitor, metrics_answer
 from jetbridge.runtime import kafka_config, open_runtime
 from jetbridge.settings import Settings
 from jetbridge.topics import TopicNames
@@ -70,7 +71,11 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
 
     server = HealthServer(settings.health_port, health) if settings.health_port else None
     if server is not None:
+        server.route("/metrics", metrics_answer)
         await server.start()
+    lag = [LagMonitor(kafka_config(settings, f"jb-lag-{w.airline.code}"), w.group_id, [w.calls_topic]) for w in workers]
+    for monitor in lag:
+        monitor.start()
     try:
         # Healthy = every worker is a placed member of its consumer group (a call would reach it).
         give_up = loop.time() + 60
@@ -84,6 +89,8 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
             log.error("connector workers not assigned partitions within 60 s", airlines=wanted)
         await asyncio.gather(*running)
     finally:
+        for monitor in lag:
+            await monitor.close()
         if server is not None:
             await server.close()
         await asyncio.gather(*(c.aclose() for c in clients.values()))

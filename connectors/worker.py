@@ -199,6 +199,7 @@ class ConnectorWorker:
         names = TopicNames()
         self.airline = airline
         self.calls_topic = calls_topic or names.calls(airline.code)
+        self.group_id = group_id or f"jb.connector.{airline.code}"
         self.responses_topic = responses_topic or names.responses
         self.dlq_topic = dlq_topic or names.dlq
         self._codec = codec
@@ -216,7 +217,7 @@ class ConnectorWorker:
             dlq_send or self._send_dead_letter, stage=f"connector.{airline.code}", backoff=dlq_backoff
         )
         config = consumer_config | {
-            "group.id": group_id or f"jb.connector.{airline.code}",
+            "group.id": self.group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             # The broker answers a fetch as soon as one byte arrives, so a long wait adds no latency;

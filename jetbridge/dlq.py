@@ -21,6 +21,7 @@ from typing import Any
 
 from jetbridge.errors import JetbridgeError, KafkaError
 from jetbridge.log import get_logger
+from jetbridge.metrics import DLQ_PENDING, DLQ_WRITES
 from schemas.models import DeadLetter, now_utc
 
 __all__ = ["Backoff", "DeadLetterChannel", "DeadLetterSend", "DlqHeaders", "dead_letter"]
@@ -171,6 +172,7 @@ class DeadLetterChannel:
                         await asyncio.wait_for(self._closed.wait(), delay)
                     continue
                 self.written += 1
+                DLQ_WRITES.labels(self.stage, record.error_code).inc()
                 if failed:
                     log.warning(
                         "dead-letter write succeeded after failures",
@@ -189,9 +191,11 @@ class DeadLetterChannel:
         if self.pending == 0:
             self.stalled_since = now_utc()
         self.pending += 1
+        DLQ_PENDING.labels(self.stage).set(self.pending)
 
     def _stall_ends(self) -> None:
         self.pending -= 1
+        DLQ_PENDING.labels(self.stage).set(self.pending)
         if self.pending == 0:
             self.stalled_since = None
             self.last_error = None

@@ -16,11 +16,12 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from jetbridge.airlines import AirlineRegistry
 from jetbridge.errors import BackboneUnavailable, DeadlineExceeded, InvalidInput, JetbridgeError
 from jetbridge.log import configure_logging, get_logger
+from jetbridge.metrics import metrics_answer
 from jetbridge.runtime import Runtime, kafka_config, open_runtime, run
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames
@@ -188,6 +189,11 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge") -> MCPServe
     @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]  # SDK leaves it untyped
     async def health(_: Request) -> JSONResponse:
         return JSONResponse(backend.health())
+
+    @server.custom_route("/metrics", methods=["GET"])  # type: ignore[untyped-decorator]  # SDK leaves it untyped
+    async def metrics(_: Request) -> Response:
+        status, content_type, body = metrics_answer()
+        return Response(body, status_code=status, media_type=content_type)
 
     return server
 

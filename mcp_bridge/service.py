@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from jetbridge.errors import BackboneUnavailable, JetbridgeError
 from jetbridge.kafka import event_headers, new_traceparent
 from jetbridge.log import get_logger
+from jetbridge.metrics import SEARCH_SECONDS, SEARCHES
 from jetbridge.runtime import Runtime
 from jetbridge.topics import TopicNames
 from mcp_bridge.correlator import ReplyCorrelator
@@ -174,6 +175,7 @@ class SearchService:
             except JetbridgeError as exc:
                 # Rejected calls publish nothing, not even an audit record: the log line is their trace.
                 log.info("search rejected", error_code=exc.code, error=exc.message)
+                self._measure(exc.code, started)
                 raise
             created = now_utc()
             deadline = created + timedelta(milliseconds=valid.deadline_ms)
@@ -237,13 +239,19 @@ class SearchService:
             self.backbone.ok()
             elapsed_ms = int((asyncio.get_running_loop().time() - started) * 1000)
             log.info("search answered", status=reply.status.value, offers=len(reply.offers), elapsed_ms=elapsed_ms)
+            self._measure(reply.status.value.lower(), started)
             self._audit(client_id, request_id, correlation_id, reply.status.value.lower(), None, started)
             return result_of(reply, elapsed_ms)
+
+    def _measure(self, outcome: str, started: float) -> None:
+        SEARCHES.labels(outcome).inc()
+        SEARCH_SECONDS.labels(outcome).observe(asyncio.get_running_loop().time() - started)
 
     def _unavailable(
         self, reason: str, client_id: str, request_id: str, correlation_id: str, started: float
     ) -> BackboneUnavailable:
         self.backbone.failed(reason, time.time())
+        self._measure(BackboneUnavailable.code, started)
         log.error("backbone unavailable", reason=reason)
         self._audit(client_id, request_id, correlation_id, "error", BackboneUnavailable.code, started)
         return BackboneUnavailable(

@@ -22,6 +22,7 @@ import structlog
 
 from jetbridge.errors import RequestExpired
 from jetbridge.log import get_logger
+from jetbridge.metrics import OPEN_JOINS, REPLIES
 from schemas.models import AggregatorControl, AirlineResponse, SearchReply, now_utc
 from streams.acks import InOrderAcks, Ticket
 from streams.aggregation import Aggregation, TimerIndex
@@ -129,6 +130,7 @@ class Aggregator:
             if not await self._maybe_complete(join, now):
                 self.timers.retry(request_id, due, now + RETRY_REPLY)
         self.ledger.prune(now)
+        OPEN_JOINS.set(len(self.open))
 
     async def _maybe_complete(self, join: OpenJoin, now: datetime) -> bool:
         """Send the join's reply if it is due; True unless sending failed and must be tried again."""
@@ -151,6 +153,7 @@ class Aggregator:
                 join.state.mark_done(now)
                 self.ledger.add(request_id, now)
                 self.replies_sent += 1
+                REPLIES.labels(reply.status.value.lower()).inc()
                 if self.open.get(request_id) is join:  # not dropped by a rebalance meanwhile
                     self._close(join)
                 log.info(

@@ -27,6 +27,7 @@ from jetbridge.health import HealthServer
 from jetbridge.http import build_http_client
 from jetbridge.kafka import HEADER_CLIENT_ID, HEADER_TRACEPARENT, decode_headers, event_headers, new_traceparent
 from jetbridge.log import get_logger, stdlib_logging_config
+from jetbridge.metrics import ERRORS, REQUESTS_ROUTED, LagMonitor, metrics_answer
 from jetbridge.runtime import open_codec
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames, declared_topics
@@ -143,6 +144,7 @@ def build_app(settings: Settings) -> faust.App:
             stage=stage,
             error=exc,
         )
+        ERRORS.labels(stage, record.error_code).inc()
         await dlq_channels[stage].publish(record, dlq_headers, message.key)
         log.warning(
             "event dead-lettered",
@@ -223,6 +225,7 @@ def build_app(settings: Settings) -> faust.App:
                 for a in expected
             ]
             await asyncio.gather(*calls)
+            REQUESTS_ROUTED.inc()
             log.info("request routed", airlines=[a.code for a in expected], not_served=not_served)
 
     # ---- aggregator: join by request id, complete on all answers or at the deadline ----
@@ -300,7 +303,15 @@ def build_app(settings: Settings) -> faust.App:
         # Register schemas before the first event needs them.
         await ctx.codec()
         if settings.health_port:
-            await HealthServer(settings.health_port, health).start()
+            server = HealthServer(settings.health_port, health)
+            server.route("/metrics", metrics_answer)
+            await server.start()
+        LagMonitor(
+            {"bootstrap.servers": settings.kafka_bootstrap_servers},
+            app.conf.id,
+            [names.requests, names.responses, names.control],
+            dlq_topic=names.dlq,
+        ).start()
 
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         health_state["ready"] = False
