@@ -162,6 +162,13 @@ async def _status(settings: Settings, _: argparse.Namespace) -> int:
     console.print(_rows_table(report.rows))
     for note in report.notes:
         console.print(note, style="dim")
+    if report.figures:
+        counted = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title="what they counted (/metrics)")
+        for column in ("instance", "figures", "metrics"):
+            counted.add_column(column, overflow="fold")
+        for row in report.figures:
+            counted.add_row(row.name, row.summary, row.url)
+        console.print(counted)
     return 0 if report.all_up else 3
 
 

@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from infra.stack.components import KINDS, InstanceSpec, StackPlan, plan
+from infra.stack.figures import Figures, figures
 from infra.stack.probes import health_detail, http_healthy, port_open, registry_answers
 from infra.stack.state import (
     InstanceState,
@@ -101,6 +102,7 @@ class Row:
 class Status:
     rows: list[Row]
     notes: list[str]
+    figures: list[Figures] = field(default_factory=list)
 
     @property
     def all_up(self) -> bool:
@@ -374,10 +376,12 @@ async def status(settings: Settings) -> Status:
     wanted = files.read_plan() or plan(settings)
     instance_rows = await _instance_rows(wanted.instances, state, supervised=supervisor is not None)
     rows += instance_rows
+    running = {r.name for r in instance_rows if r.pid != "-"}
+    counted = await figures([spec for spec in wanted.instances if spec.name in running])
     notes.append("restarts n/a: Kafka, the registry and the supervisor are started by `jetbridge up`, not supervised.")
     if supervisor is None and any(r.pid != "-" for r in instance_rows):
         notes.append("The supervisor is not running: nothing restarts these; `jetbridge up` takes them over.")
-    return Status(rows, notes)
+    return Status(rows, notes, counted)
 
 
 async def down(settings: Settings, report: Reporter | Callable[[str], None]) -> None:
