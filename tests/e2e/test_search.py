@@ -154,6 +154,7 @@ async def test_bad_input_gets_a_tool_error_naming_the_field_and_publishes_nothin
             result = await client.call_tool("search_offers", search_args(**overrides))
             assert result.is_error, overrides
             assert f"'{field}'" in error_text(result), (field, error_text(result))
+            assert f"'{field}': {field}:" not in error_text(result), "the field is named once"
         typed = await client.call_tool("search_offers", search_args(adults="two"))
         assert typed.is_error
         assert "adults" in error_text(typed)
