@@ -31,7 +31,7 @@ from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import TopicNames
 from schemas.models import SearchReply
 from tests.conftest import PORT_SHIFT
-from tests.e2e.conftest import Stack, shifted_registry
+from tests.e2e.conftest import Stack, running_stack
 from tests.support.kafka_tools import KafkaProbe
 
 PREFIX = "chaos."
@@ -210,34 +210,16 @@ class ChaosStack:
 
 @pytest.fixture(scope="session")
 def chaos_stack(infra: Infra, test_home: Path) -> Iterator[Stack]:
-    home = test_home / "chaos"
-    home.mkdir(parents=True, exist_ok=True)
-    env = dict(
-        os.environ,
-        JB_HOME=str(home),
-        JB_AIRLINES_FILE=str(shifted_registry(home, AIRLINE_PORT_SHIFT)),
-        JB_BRIDGE_PORT=str(BRIDGE_PORT),
-        JB_SIM_CONTROL_PORT=str(SIM_CONTROL_PORT),
-        JB_HEALTH_PORT_BASE=str(HEALTH_PORT_BASE),
+    with running_stack(
+        infra,
+        test_home / "chaos",
+        bridge_port=BRIDGE_PORT,
+        control_port=SIM_CONTROL_PORT,
+        health_port_base=HEALTH_PORT_BASE,
+        airline_port_shift=AIRLINE_PORT_SHIFT,
         JB_TOPIC_PREFIX=PREFIX,
-        KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
-        SCHEMA_REGISTRY_URL=infra.registry_url,
-        JB_LOG_FORMAT="json",
-    )
-    stack = Stack(
-        home=home,
-        env=env,
-        bridge_url=f"http://127.0.0.1:{BRIDGE_PORT}/mcp",
-        control_url=f"http://127.0.0.1:{SIM_CONTROL_PORT}",
-    )
-    result = stack.jetbridge("up")
-    if result.returncode != 0:
-        stack.jetbridge("down")
-        pytest.fail(f"jetbridge up failed:\n{result.stdout}\n{result.stderr}")
-    try:
-        yield stack
-    finally:
-        stack.jetbridge("down")
+    ) as started:
+        yield started
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -57,24 +58,35 @@ def shifted_registry(home: Path, shift: int = AIRLINE_PORT_SHIFT) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def stack(infra: Infra, test_home: Path) -> Iterator[Stack]:
-    env = dict(
-        os.environ,
-        JB_HOME=str(test_home),
-        JB_AIRLINES_FILE=str(shifted_registry(test_home)),
-        JB_BRIDGE_PORT=str(BRIDGE_PORT),
-        JB_SIM_CONTROL_PORT=str(SIM_CONTROL_PORT),
-        JB_HEALTH_PORT_BASE=str(HEALTH_PORT_BASE),
-        KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
-        SCHEMA_REGISTRY_URL=infra.registry_url,
-        JB_LOG_FORMAT="json",
-    )
+@contextlib.contextmanager
+def running_stack(
+    infra: Infra,
+    home: Path,
+    *,
+    bridge_port: int,
+    control_port: int,
+    health_port_base: int,
+    airline_port_shift: int,
+    **env: str,
+) -> Iterator[Stack]:
+    """`jetbridge up` on ports and a home of its own (plus any extra settings), `jetbridge down` after."""
+    home.mkdir(parents=True, exist_ok=True)
     stack = Stack(
-        home=test_home,
-        env=env,
-        bridge_url=f"http://127.0.0.1:{BRIDGE_PORT}/mcp",
-        control_url=f"http://127.0.0.1:{SIM_CONTROL_PORT}",
+        home=home,
+        env=dict(
+            os.environ,
+            JB_HOME=str(home),
+            JB_AIRLINES_FILE=str(shifted_registry(home, airline_port_shift)),
+            JB_BRIDGE_PORT=str(bridge_port),
+            JB_SIM_CONTROL_PORT=str(control_port),
+            JB_HEALTH_PORT_BASE=str(health_port_base),
+            KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
+            SCHEMA_REGISTRY_URL=infra.registry_url,
+            JB_LOG_FORMAT="json",
+            **env,
+        ),
+        bridge_url=f"http://127.0.0.1:{bridge_port}/mcp",
+        control_url=f"http://127.0.0.1:{control_port}",
     )
     result = stack.jetbridge("up")
     if result.returncode != 0:
@@ -85,6 +97,19 @@ def stack(infra: Infra, test_home: Path) -> Iterator[Stack]:
         yield stack
     finally:
         stack.jetbridge("down")
+
+
+@pytest.fixture(scope="session")
+def stack(infra: Infra, test_home: Path) -> Iterator[Stack]:
+    with running_stack(
+        infra,
+        test_home,
+        bridge_port=BRIDGE_PORT,
+        control_port=SIM_CONTROL_PORT,
+        health_port_base=HEALTH_PORT_BASE,
+        airline_port_shift=AIRLINE_PORT_SHIFT,
+    ) as started:
+        yield started
 
 
 @pytest.fixture
