@@ -13,6 +13,7 @@ from typing import Any
 from connectors.worker import ConnectorWorker
 from jetbridge.errors import ConfigurationError
 from jetbridge.health import HealthServer
+from jetbridge.health_board import HealthBoard
 from jetbridge.http import build_http_client
 from jetbridge.log import get_logger
 from jetbridge.metrics import LagMonitor, metrics_answer
@@ -38,6 +39,14 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
         code: build_http_client(timeout_s=30.0, max_connections=runtime.airlines[code].concurrency) for code in wanted
     }
     topics = TopicNames(settings.topic_prefix)
+    # Every worker's breaker follows the airlines' shared health from the start, so a circuit another
+    # instance opened is respected from the first call.
+    airline_health = HealthBoard(
+        topics.airline_health,
+        runtime.codec,
+        kafka_config(settings, f"jb-connectors-health-{settings.instance or 'local'}"),
+        producer=runtime.producer,
+    )
     workers = [
         ConnectorWorker(
             runtime.airlines[code],
@@ -53,9 +62,11 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
             session_timeout_ms=settings.group_session_timeout_ms,
             concurrency=min(runtime.airlines[code].concurrency, settings.connector_concurrency),
             deadline_margin_ms=settings.connector_deadline_margin_ms,
+            health=airline_health,
         )
         for code in wanted
     ]
+    await airline_health.start()
     loop = asyncio.get_running_loop()
 
     def stop_all() -> None:
@@ -91,6 +102,7 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
     finally:
         for monitor in lag:
             await monitor.close()
+        await airline_health.close()
         if server is not None:
             await server.close()
         await asyncio.gather(*(c.aclose() for c in clients.values()))
@@ -102,9 +114,14 @@ def health_report(
     workers: Sequence[ConnectorWorker], running: Sequence[asyncio.Task[None]], instance: str
 ) -> dict[str, Any]:
     """``ok`` when every worker is a placed member of its group (a call would reach it) and its dead letters
-    are written; ``degraded`` with the reason while a worker's DLQ cannot be written."""
+    are written; ``degraded`` with the reason while a worker's DLQ cannot be written. Each airline's circuit
+    breaker and rate limit are shown under ``circuits``: an open circuit is the airline's state, not ours."""
     placed = {w.airline.code: w.assigned.is_set() for w in workers}
-    report: dict[str, Any] = {"instance": instance, "placed": placed}
+    report: dict[str, Any] = {
+        "instance": instance,
+        "placed": placed,
+        "circuits": {w.airline.code: w.guard.snapshot() for w in workers},
+    }
     stalled = {w.airline.code: w.dead_letters.state() for w in workers if w.dead_letters.stalled}
     if not all(placed.values()) or any(t.done() for t in running):
         report["status"] = "starting"

@@ -11,7 +11,13 @@ partition's committed offset stays before it and the worker reports itself stall
 Ownership is tracked per partition with an assignment epoch: a call that finishes after its partition was
 revoked (or revoked and assigned again) is ignored, and only partitions the worker owns are committed.
 
-Retries, circuit breaker and rate limit come later; they wrap ``_call_airline``.
+The airline is protected from us (``connectors/resilience.py``): every attempt of ``_call_airline`` is inside
+the airline's Retry policy, Circuit Breaker and Throttler. A call is taken off the topic only when the
+airline's rate limit has a token for it (or it will fail fast without one); otherwise the worker stops
+fetching the airline's partitions (backpressure) rather than buffering calls without bound. Only calls that
+failed for good (after their retries) and poison reach the dead-letter topic: a circuit open, a rate-limit
+or Retry-After wait that would pass the deadline, and timeouts are the airline's state, told in the
+response and counted in metrics.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import httpx
@@ -31,11 +40,28 @@ import structlog
 from confluent_kafka import KafkaException, Message, TopicPartition
 
 from connectors.base import AirlineConnector, build_connector
+from connectors.resilience import AirlineGuard, Clock
 from jetbridge.airlines import Airline
-from jetbridge.dlq import Backoff, DeadLetterChannel, DeadLetterSend, DlqHeaders, dead_letter
-from jetbridge.errors import AirlineError, AirlineTimeout, DeadlineExceeded, JetbridgeError, KafkaError
-from jetbridge.kafka import AsyncConsumer, AsyncProducer, decode_headers
+from jetbridge.dlq import Backoff, DeadLetterChannel, DeadLetterSend, DlqHeaders, belongs_in_dlq, dead_letter
+from jetbridge.errors import (
+    AirlineThrottled,
+    AirlineTimeout,
+    CircuitOpen,
+    DeadlineExceeded,
+    JetbridgeError,
+    KafkaError,
+    RateLimited,
+)
+from jetbridge.health_board import HealthBoard
+from jetbridge.kafka import HEADER_DEADLINE_MS, AsyncConsumer, AsyncProducer, decode_headers
 from jetbridge.log import get_logger
+from jetbridge.metrics import (
+    AIRLINE_CALL_SECONDS,
+    AIRLINE_CALLS,
+    ERRORS,
+    RATE_LIMIT_WAIT_SECONDS,
+    RATE_LIMIT_WAITS,
+)
 from jetbridge.topics import TopicNames
 from schemas.codec import AvroCodec
 from schemas.models import AirlineCall, AirlineResponse, DeadLetter, ErrorInfo, Offer, ResponseStatus, now_utc
@@ -48,6 +74,10 @@ BACKSTOP_S = 2.0
 # While every slot is busy the worker still polls this often, so the group keeps it (max.poll.interval.ms)
 # and rebalances are served, even when calls are held for a long time by an unwritable DLQ.
 _SATURATED_POLL_S = 0.5
+# Calls waiting in memory for the airline's rate limit before the worker stops fetching: one fetch batch.
+_BACKLOG_LIMIT = 64
+# Outcome labels of jb_airline_calls_total for calls the airline never saw or asked us to slow down.
+_OUTCOMES = {CircuitOpen.code: "circuit_open", RateLimited.code: "rate_limited", AirlineThrottled.code: "throttled"}
 
 
 class Commit(NamedTuple):
@@ -195,6 +225,8 @@ class ConnectorWorker:
         dlq_send: DeadLetterSend | None = None,
         dlq_backoff: Backoff | None = None,
         drain_timeout_s: float = 10.0,
+        health: HealthBoard | None = None,
+        clock: Clock | None = None,
     ) -> None:
         names = TopicNames()
         self.airline = airline
@@ -213,6 +245,21 @@ class ConnectorWorker:
         self._stopping = asyncio.Event()
         self.assigned = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Retry, Circuit Breaker and Throttler; the breaker is shared with the airline's other workers (and the
+        # router and bridge) through the health topic.
+        self.guard = AirlineGuard(
+            airline,
+            instance=instance or f"{socket.gethostname()}-{os.getpid()}",
+            clock=clock,
+            publish=health.publish if health is not None else None,
+        )
+        if health is not None:
+            health.subscribe(airline.code, self.guard.adopt)
+        # Calls received but not started (no slot, or no token yet); already tracked, so no commit passes them.
+        self._backlog: deque[tuple[Message, int]] = deque()
+        # When each call still in the backlog first had to wait for a token (for the rate-limit metrics).
+        self._waiting_since: dict[tuple[int, int], float] = {}
+        self.backlog_peak = 0
         self.dead_letters = DeadLetterChannel(
             dlq_send or self._send_dead_letter, stage=f"connector.{airline.code}", backoff=dlq_backoff
         )
@@ -227,6 +274,10 @@ class ConnectorWorker:
             # A worker that dies loses its partitions after this long; three heartbeats fit in it.
             "session.timeout.ms": session_timeout_ms,
             "heartbeat.interval.ms": max(100, session_timeout_ms // 3),
+            # Prefetch little: calls wait on the topic, not in memory, while the airline's limits hold them
+            # back (librdkafka's defaults buffer up to 64 MB per worker).
+            "queued.min.messages": 1000,
+            "queued.max.messages.kbytes": 4096,
         }
         if instance:
             # Static membership: a restarted instance takes its partitions back at once, without a rebalance.
@@ -245,24 +296,32 @@ class ConnectorWorker:
         )
         commit_task = asyncio.create_task(self._commit_loop())
         log.info("connector worker started", airline=self.airline.code, kind=self.airline.kind, topic=self.calls_topic)
-        # Calls received but not started for want of a slot; already tracked, so no commit passes them.
-        backlog: deque[tuple[Message, int]] = deque()
+        backlog = self._backlog
         paused = False
         try:
             while not self._stopping.is_set():
-                await self._start_from(backlog)
-                if backlog:
-                    # Every slot is busy: stop fetching, but go on polling (see _SATURATED_POLL_S). Every round,
-                    # as partitions assigned meanwhile start unpaused.
+                token_wait = await self._start_from(backlog)
+                slot_bound = bool(backlog) and self._slots.locked()
+                if slot_bound or len(backlog) >= _BACKLOG_LIMIT:
+                    # Every slot is busy, or a batch of calls waits for the airline's rate limit: stop fetching
+                    # (backpressure), but go on polling (see _SATURATED_POLL_S). Every round, as partitions
+                    # assigned meanwhile start unpaused.
                     await self._consumer.pause_assigned()
                     paused = True
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._slots.acquire(), _SATURATED_POLL_S)
-                        self._slots.release()
+                    if slot_bound:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._slots.acquire(), _SATURATED_POLL_S)
+                            self._slots.release()
+                    else:
+                        next_token_s = _SATURATED_POLL_S if token_wait is None else token_wait
+                        await asyncio.sleep(min(next_token_s, _SATURATED_POLL_S))
                 elif paused:
                     await self._consumer.resume_assigned()
                     paused = False
-                messages = await self._consumer.consume(64, 0.0 if backlog else 0.1)
+                # Below the limit the worker keeps fetching while calls wait for a token: a new call that cannot
+                # get one before its deadline is answered at once instead of waiting on the topic for nothing.
+                poll_s = 0.0 if paused else min(token_wait, 0.1) if token_wait is not None else 0.1
+                messages = await self._consumer.consume(64, poll_s)
                 for message in messages:
                     if message.error() is not None:
                         log.warning("consume error", airline=self.airline.code, error=str(message.error()))
@@ -270,6 +329,7 @@ class ConnectorWorker:
                     epoch = self._tracker.started(int(message.partition() or 0), int(message.offset() or 0))
                     if epoch is not None:
                         backlog.append((message, epoch))
+                self.backlog_peak = max(self.backlog_peak, len(backlog))
         finally:
             # Calls finishing from here on get one attempt at their dead letter; one that fails stays
             # uncommitted and is replayed by whoever owns the partition next.
@@ -292,17 +352,48 @@ class ConnectorWorker:
             "partitions": self._tracker.owned(),
             "rebalances": self.rebalances,
             "dlq": self.dead_letters.state(),
+            "circuit": self.guard.snapshot(),
+            "backlog": len(self._backlog),
         }
 
-    async def _start_from(self, backlog: deque[tuple[Message, int]]) -> None:
+    async def _start_from(self, backlog: deque[tuple[Message, int]]) -> float | None:
+        """Start every call of the backlog the airline admits while a slot is free, in order; returns how long
+        until a waiting call may have a token, or None when none waits for one.
+
+        A call waiting for a token does not hold back those behind it that will fail fast without one (circuit
+        open, or no token before their deadline): they are answered now, not when their deadline has passed.
+        """
+        waiting: deque[tuple[Message, int]] = deque()
+        token_wait: float | None = None
         while backlog and not self._slots.locked():
             message, epoch = backlog.popleft()
-            if not self._tracker.owns(int(message.partition() or 0), epoch):
+            where = (int(message.partition() or 0), int(message.offset() or 0))
+            if not self._tracker.owns(where[0], epoch):
+                self._waiting_since.pop(where, None)
                 continue  # revoked while it waited: its new owner reads it
+            admission = self.guard.admit(self._budget_from_headers(message))
+            if not admission.start:
+                self._waiting_since.setdefault(where, time.monotonic())
+                waiting.append((message, epoch))
+                token_wait = admission.wait_s if token_wait is None else min(token_wait, admission.wait_s)
+                continue
+            since = self._waiting_since.pop(where, None)
+            if since is not None:
+                RATE_LIMIT_WAITS.labels(self.airline.code).inc()
+                RATE_LIMIT_WAIT_SECONDS.labels(self.airline.code).inc(time.monotonic() - since)
             await self._slots.acquire()
-            task = asyncio.create_task(self._handle(message, epoch))
+            task = asyncio.create_task(self._handle(message, epoch, admission.prepaid))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        backlog.extendleft(reversed(waiting))
+        return token_wait
+
+    def _budget_from_headers(self, message: Message) -> float | None:
+        """Seconds left for the call, from its ``deadline_ms`` header (before decoding it); None if unknown."""
+        raw = decode_headers(message.headers()).get(HEADER_DEADLINE_MS, "")
+        if not raw.isdigit() or int(raw) == 0:
+            return None
+        return int(raw) / 1000 - self._margin.total_seconds() - time.time()
 
     async def _drain(self) -> None:
         if not self._tasks:
@@ -366,7 +457,7 @@ class ConnectorWorker:
         done = {(tp.partition, tp.offset) for tp in committed}
         self._tracker.mark_committed(c for c in chosen if (c.partition, c.offset) in done)
 
-    async def _handle(self, message: Message, epoch: int) -> None:
+    async def _handle(self, message: Message, epoch: int, prepaid: bool = False) -> None:
         partition, offset = int(message.partition() or 0), int(message.offset() or 0)
         headers = decode_headers(message.headers())
         try:
@@ -375,11 +466,13 @@ class ConnectorWorker:
                 request_id=headers.get("request_id"),
                 correlation_id=headers.get("correlation_id"),
             ):
-                failure: BaseException | None
+                failure: _Failure | None
                 try:
-                    failure = await self._process(message, headers)
+                    failure = await self._process(message, prepaid)
                 except Exception as exc:  # noqa: BLE001 - one bad call never stops the worker
-                    failure = exc
+                    if prepaid:
+                        self.guard.bucket.refund()  # poison: the airline was never called
+                    failure = _Failure(exc, 1, None)
                 if failure is not None:
                     # Returns only once the dead letter is written: until then the call stays in flight.
                     await self._dead_letter(message, headers, failure)
@@ -397,22 +490,18 @@ class ConnectorWorker:
         finally:
             self._slots.release()
 
-    async def _process(self, message: Message, headers: dict[str, str]) -> JetbridgeError | None:
-        """Answer one call; returns the airline's error when it must be dead-lettered too."""
+    async def _process(self, message: Message, prepaid: bool) -> _Failure | None:
+        """Answer one call; returns its failure when it must be dead-lettered too."""
         call = await self._codec.decode(message.value(), AirlineCall)
-        started = asyncio.get_running_loop().time()
+        started = time.monotonic()
         budget = (call.deadline - self._margin - now_utc()).total_seconds()
-        budget = min(budget, self.airline.timeout_ms / 1000)
-        offers: list[Offer] = []
-        error: JetbridgeError | None = None
-        if budget <= 0:
-            error = DeadlineExceeded("the request's deadline passed before the airline could be called")
-        else:
-            try:
-                offers = await self._call_airline(call, budget)
-            except AirlineError as exc:
-                error = exc
-        latency_ms = int((asyncio.get_running_loop().time() - started) * 1000)
+        outcome = await self.guard.call(
+            lambda timeout_s: self._call_airline(call, timeout_s), budget_s=budget, operation="search", prepaid=prepaid
+        )
+        offers: list[Offer] = outcome.result or []
+        error = outcome.error
+        elapsed = time.monotonic() - started
+        latency_ms = int(elapsed * 1000)
         response = airline_response(
             self.airline,
             request_id=call.request_id,
@@ -420,8 +509,9 @@ class ConnectorWorker:
             offers=offers,
             error=error,
             latency_ms=latency_ms,
-            attempts=call.attempt,
+            attempts=outcome.attempts,
         )
+        self._measure(response, error, elapsed, outcome.attempts)
         await self._producer.send(
             self.responses_topic,
             key=call.request_id,
@@ -433,12 +523,26 @@ class ConnectorWorker:
             status=response.status.value,
             offers=len(offers),
             latency_ms=latency_ms,
+            attempts=outcome.attempts,
             error_code=error.code if error else None,
         )
-        return error if error is not None and not isinstance(error, DeadlineExceeded) else None
+        if error is None or not belongs_in_dlq(error):
+            return None
+        return _Failure(error, outcome.attempts, outcome.first_failed_at)
+
+    def _measure(
+        self, response: AirlineResponse, error: JetbridgeError | None, elapsed_s: float, attempts: int
+    ) -> None:
+        code = self.airline.code
+        outcome = _OUTCOMES.get(error.code, response.status.value.lower()) if error else "ok"
+        AIRLINE_CALLS.labels(code, outcome).inc()
+        if attempts:
+            AIRLINE_CALL_SECONDS.labels(code).observe(elapsed_s)
+        if error is not None:
+            ERRORS.labels(self.dead_letters.stage, error.code).inc()
 
     async def _call_airline(self, call: AirlineCall, budget_s: float) -> list[Offer]:
-        """One airline call inside its time budget (the seam for retry, breaker and rate limit)."""
+        """One attempt at the airline inside its time budget (retry, breaker and rate limit wrap it)."""
         # The connector bounds its own call (see connectors/kinds/boundary.py); this is only a backstop
         # for a connector that does not, kept well clear of the connector's own limit so the two
         # cancellations never race.
@@ -450,7 +554,7 @@ class ConnectorWorker:
         except TimeoutError:
             raise AirlineTimeout(f"{self.airline.code} did not answer within {budget_s:.2f} s") from None
 
-    async def _dead_letter(self, message: Message, headers: dict[str, str], exc: BaseException) -> None:
+    async def _dead_letter(self, message: Message, headers: dict[str, str], failure: _Failure) -> None:
         record, dlq_headers = dead_letter(
             topic=str(message.topic()),
             partition=int(message.partition() or 0),
@@ -459,7 +563,9 @@ class ConnectorWorker:
             value=message.value(),
             headers=headers,
             stage=self.dead_letters.stage,
-            error=exc,
+            error=failure.error,
+            attempts=max(1, failure.attempts),
+            first_failed_at=failure.first_failed_at,
         )
         await self.dead_letters.publish(record, dlq_headers, message.key())
         log.warning(
@@ -474,6 +580,14 @@ class ConnectorWorker:
         await self._producer.send(
             self.dlq_topic, key=key, value=self._codec.encode(self.dlq_topic, record), headers=list(headers)
         )
+
+
+class _Failure(NamedTuple):
+    """A call that failed for good: its last error, the attempts made, and when the first one failed."""
+
+    error: BaseException
+    attempts: int
+    first_failed_at: datetime | None
 
 
 def _raw_headers(message: Message) -> list[tuple[str, str | bytes | None]]:

@@ -6,6 +6,7 @@ jetbridge status                                every component: PID, health, re
 jetbridge demo                                  an AI-agent search through MCP, printed as tables
 jetbridge topics apply                          declare every topic (idempotent)
 jetbridge bench                                 Jetbridge against a direct fan-out baseline (see bench/run.py)
+jetbridge dlq list|show|replay                  dead letters: what failed and why; replay them (jetbridge/dlq_ops/)
 jetbridge run COMPONENT                         one component in the foreground (bridge, streams, connectors,
                                                 simulators)
 """
@@ -348,6 +349,12 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from jetbridge.dlq_ops.command import run
+
+    return await run(settings, args)
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     module = {
         "bridge": "mcp_bridge",
@@ -400,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--soak", type=float, default=0.0, help="then hold --soak-rate for this many seconds")
     p_bench.add_argument("--soak-rate", type=float, default=20.0)
     p_bench.add_argument("--out", help="results folder (default bench/results)")
+    from jetbridge.dlq_ops.command import add_arguments as add_dlq_arguments
+
+    add_dlq_arguments(sub.add_parser("dlq", help="dead letters: list, show, replay"))
     p_run = sub.add_parser("run", help="run one component in the foreground")
     p_run.add_argument("component", choices=["bridge", "streams", "connectors", "simulators"])
     p_run.add_argument("rest", nargs=argparse.REMAINDER)
@@ -414,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": _demo,
         "topics": _topics,
         "bench": _bench,
+        "dlq": _dlq,
     }
     try:
         return asyncio.run(handlers[args.command](settings, args))

@@ -16,8 +16,11 @@ so never rename one) and a ``retriable`` flag that retry logic reads instead of 
     └── AirlineError                      anything that went wrong talking to one airline
         ├── AirlineTimeout                no answer inside the time budget (retriable)
         ├── AirlineUnavailable            connection refused/reset, 5xx, 429 (retriable)
+        │   └── AirlineThrottled          429, or 503 with Retry-After: slow down (retriable, retry_after_s)
         ├── AirlineRejected               4xx or an NDC <Errors> answer: the airline said no
-        └── AirlineBadResponse            a body we cannot parse or that breaks the contract
+        ├── AirlineBadResponse            a body we cannot parse or that breaks the contract
+        ├── CircuitOpen                   the airline's circuit breaker is open: not called (fail fast)
+        └── RateLimited                   our rate limit for the airline had no room before the deadline
 """
 
 from __future__ import annotations
@@ -28,15 +31,18 @@ __all__ = [
     "AirlineBadResponse",
     "AirlineError",
     "AirlineRejected",
+    "AirlineThrottled",
     "AirlineTimeout",
     "AirlineUnavailable",
     "BackboneUnavailable",
+    "CircuitOpen",
     "ConfigurationError",
     "DeadlineExceeded",
     "DecodeError",
     "InvalidInput",
     "JetbridgeError",
     "KafkaError",
+    "RateLimited",
     "RequestExpired",
     "SchemaError",
     "SchemaRegistryError",
@@ -129,9 +135,33 @@ class AirlineUnavailable(AirlineError):
     retriable = True
 
 
+class AirlineThrottled(AirlineUnavailable):
+    """The airline asked us to slow down (429, or 503 with ``Retry-After``); ``retry_after_s`` is its wish,
+    when it said one. Also raised when waiting it out would pass the request's deadline."""
+
+    code = "airline_throttled"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class AirlineRejected(AirlineError):
     code = "airline_rejected"
 
 
 class AirlineBadResponse(AirlineError):
     code = "airline_bad_response"
+
+
+class CircuitOpen(AirlineError):
+    """The airline's circuit breaker is open, so it was not called. Not retried: the breaker decides when the
+    airline is tried again (half-open probes)."""
+
+    code = "circuit_open"
+
+
+class RateLimited(AirlineError):
+    """Our own rate limit for the airline (its credential's token bucket) had no room before the deadline."""
+
+    code = "rate_limited"

@@ -11,9 +11,11 @@ from jetbridge.airlines import AirlineRegistry
 from schemas.models import (
     AggregatorControl,
     AirlineCall,
+    AirlineHealth,
     AirlineResponse,
     AuditRecord,
     DeadLetter,
+    DlqReplay,
     Event,
     SearchReply,
     SearchRequest,
@@ -21,9 +23,11 @@ from schemas.models import (
 
 __all__ = [
     "AGGREGATOR_CONTROL",
+    "AIRLINE_HEALTH",
     "AIRLINE_RESPONSES",
     "AUDIT",
     "DLQ",
+    "DLQ_REPLAYS",
     "REPLIES",
     "REQUESTS",
     "TopicNames",
@@ -34,9 +38,11 @@ __all__ = [
 
 REQUESTS = "jb.requests.v1"
 AIRLINE_RESPONSES = "jb.airline-responses.v1"
+AIRLINE_HEALTH = "jb.airline-health.v1"
 AGGREGATOR_CONTROL = "jb.aggregator-control.v1"
 REPLIES = "jb.replies.v1"
 DLQ = "jb.dlq.v1"
+DLQ_REPLAYS = "jb.dlq-replays.v1"
 AUDIT = "jb.audit.v1"
 
 _HOUR_MS = 3_600_000
@@ -63,6 +69,10 @@ class TopicNames:
         return self.prefix + AIRLINE_RESPONSES
 
     @property
+    def airline_health(self) -> str:
+        return self.prefix + AIRLINE_HEALTH
+
+    @property
     def control(self) -> str:
         return self.prefix + AGGREGATOR_CONTROL
 
@@ -73,6 +83,10 @@ class TopicNames:
     @property
     def dlq(self) -> str:
         return self.prefix + DLQ
+
+    @property
+    def dlq_replays(self) -> str:
+        return self.prefix + DLQ_REPLAYS
 
     @property
     def audit(self) -> str:
@@ -112,7 +126,14 @@ def declared_topics(registry: AirlineRegistry, partitions: int = 6, prefix: str 
         TopicSpec(names.replies, SearchReply, partitions, _HOUR_MS * 6),
         # Operators need time to inspect and replay: keep dead letters for two weeks.
         TopicSpec(names.dlq, DeadLetter, 3, 14 * _DAY_MS),
+        # What `jetbridge dlq replay` sent, one record per dead letter (its id is the key). Compacted so
+        # the latest replay of each is kept; deleted after the DLQ's own retention, by when the dead letter
+        # it describes is gone too.
+        TopicSpec(names.dlq_replays, DlqReplay, 1, 14 * _DAY_MS, cleanup_policy="compact,delete"),
         TopicSpec(names.audit, AuditRecord, 3, 30 * _DAY_MS),
+        # One record per airline, the latest kept: every worker, router and bridge reads it whole at start-up.
+        # Short segments so compaction has closed segments to work on.
+        TopicSpec(names.airline_health, AirlineHealth, 3, 7 * _DAY_MS, cleanup_policy="compact", segment_ms=_HOUR_MS),
     ]
     specs += [TopicSpec(names.calls(a.code), AirlineCall, max(1, partitions // 2), _DAY_MS) for a in registry]
     return specs

@@ -25,6 +25,7 @@ from jetbridge.metrics import metrics_answer
 from jetbridge.runtime import Runtime, kafka_config, open_runtime, run
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames
+from mcp_bridge.airline_health import AirlineHealthView, CircuitView
 from mcp_bridge.correlator import ReplyCorrelator
 from mcp_bridge.service import REPLY_GRACE_S, SearchResult, SearchService
 
@@ -50,11 +51,21 @@ INSTRUCTIONS = (
 
 
 class AirlineInfo(BaseModel):
+    """One connected airline; ``status`` is active, disabled, circuit_open or half_open (being probed)."""
+
     code: str
     name: str
     connector_kind: str
     routes_served: int
     status: str
+    circuit: str = "closed"
+    circuit_since: str | None = None
+    next_probe_at: str | None = None
+    circuit_reason: str | None = None
+
+
+class CircuitLookup(Protocol):
+    def circuit(self, airline: str) -> CircuitView: ...
 
 
 class SearchBackend(Protocol):
@@ -67,25 +78,36 @@ class SearchBackend(Protocol):
     def health(self) -> dict[str, Any]: ...
 
 
-def airline_infos(registry: AirlineRegistry) -> list[AirlineInfo]:
-    return [
-        AirlineInfo(
-            code=a.code,
-            name=a.name,
-            connector_kind=a.kind,
-            routes_served=len(a.routes),
-            status="active" if a.enabled else "disabled",
+def airline_infos(registry: AirlineRegistry, health: CircuitLookup | None = None) -> list[AirlineInfo]:
+    infos: list[AirlineInfo] = []
+    for a in registry:
+        circuit = health.circuit(a.code) if health is not None else CircuitView("closed")
+        status = {"open": "circuit_open", "half_open": "half_open"}.get(circuit.state, "active")
+        infos.append(
+            AirlineInfo(
+                code=a.code,
+                name=a.name,
+                connector_kind=a.kind,
+                routes_served=len(a.routes),
+                status=status if a.enabled else "disabled",
+                circuit=circuit.state,
+                circuit_since=circuit.since,
+                next_probe_at=circuit.next_probe_at,
+                circuit_reason=circuit.reason,
+            )
         )
-        for a in registry
-    ]
+    return infos
 
 
 class Bridge:
     """One bridge instance: its runtime (producer, codec), its reply correlator and its tools."""
 
-    def __init__(self, runtime: Runtime, correlator: ReplyCorrelator) -> None:
+    def __init__(
+        self, runtime: Runtime, correlator: ReplyCorrelator, airline_health: AirlineHealthView | None = None
+    ) -> None:
         self.runtime = runtime
         self.correlator = correlator
+        self.airline_health = airline_health
         self.service = SearchService(runtime, correlator)
 
     @classmethod
@@ -102,10 +124,14 @@ class Bridge:
             codec=runtime.codec,
             consumer_config=kafka_config(settings, instance_id),
         )
+        # What list_airlines says of each airline's circuit breaker, read from the connectors' health topic.
+        airline_health = AirlineHealthView(settings, runtime.codec, instance_id)
         try:
             await correlator.start()
-            yield cls(runtime, correlator)
+            await airline_health.start()
+            yield cls(runtime, correlator, airline_health)
         finally:
+            await airline_health.close()
             await correlator.close()
             await runtime.close()
 
@@ -113,7 +139,7 @@ class Bridge:
         return await self.service.search(arguments, client_id=client_id)
 
     def airlines(self) -> list[AirlineInfo]:
-        return airline_infos(self.runtime.airlines)
+        return airline_infos(self.runtime.airlines, self.airline_health)
 
     def health(self) -> dict[str, Any]:
         backbone = self.service.backbone.report()
@@ -131,8 +157,8 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge") -> MCPServe
     @server.tool(
         description=(
             "Search flight offers from every connected airline that flies the route. Returns offers sorted "
-            "by total price (all passengers, taxes included) and a status per airline: ok, timeout, error "
-            "or not_served."
+            "by total price (all passengers, taxes included) and a status per airline: ok, timeout, error, "
+            "circuit_open (the airline is failing and was not called) or not_served."
         )
     )
     async def search_offers(
@@ -182,7 +208,13 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge") -> MCPServe
             log.error("search failed", error_code=exc.code, error=exc.message)
             raise ToolError(f"search failed: {exc.message} (code {exc.code})") from exc
 
-    @server.tool(description="The airlines Jetbridge connects to: code, name, connector kind, routes served, status.")
+    @server.tool(
+        description=(
+            "The airlines Jetbridge connects to: code, name, connector kind, routes served, status (active, "
+            "disabled, circuit_open: failing and not called until its next probe, half_open: being probed), "
+            "and its circuit breaker's state, since when, next probe time and reason."
+        )
+    )
     async def list_airlines() -> list[AirlineInfo]:
         return backend.airlines()
 

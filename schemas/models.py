@@ -17,13 +17,16 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 __all__ = [
     "AggregatorControl",
     "AirlineCall",
+    "AirlineHealth",
     "AirlineOutcome",
     "AirlineResponse",
     "AirlineStatus",
     "AuditRecord",
     "Cabin",
+    "CircuitState",
     "ControlKind",
     "DeadLetter",
+    "DlqReplay",
     "ErrorInfo",
     "Event",
     "Offer",
@@ -176,6 +179,7 @@ class AirlineOutcome(StrEnum):
     TIMEOUT = "TIMEOUT"
     ERROR = "ERROR"
     NOT_SERVED = "NOT_SERVED"
+    CIRCUIT_OPEN = "CIRCUIT_OPEN"
 
 
 class AirlineStatus(_Model):
@@ -216,6 +220,7 @@ class AggregatorControl(Event):
     max_offers: int = 0
     deadline: AwareDatetime
     created_at: AwareDatetime
+    skipped: dict[str, str] = Field(default_factory=dict)
 
 
 class DeadLetter(Event):
@@ -236,6 +241,44 @@ class DeadLetter(Event):
     correlation_id: str | None = None
     first_failed_at: AwareDatetime
     failed_at: AwareDatetime
+    error_class: str | None = None
+
+
+class DlqReplay(Event):
+    SCHEMA: ClassVar[str] = "dlq_replay.avsc"
+
+    dlq_id: str
+    dlq_topic: str
+    replay_id: str
+    replayed_at: AwareDatetime
+    operator: str
+    target_topic: str
+    target_partition: int
+    target_offset: int
+    error_code: str
+    forced: bool = False
+
+
+class CircuitState(StrEnum):
+    CLOSED = "CLOSED"
+    OPEN = "OPEN"
+    HALF_OPEN = "HALF_OPEN"
+
+
+class AirlineHealth(Event):
+    SCHEMA: ClassVar[str] = "airline_health.avsc"
+
+    airline: str
+    state: CircuitState
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+    reason: str = ""
+    failure_rate: float = 0.0
+    slow_rate: float = 0.0
+    calls: int = 0
+    throttled_until: AwareDatetime | None = None
+    reporter: str
+    reported_at: AwareDatetime
 
 
 class AuditRecord(Event):

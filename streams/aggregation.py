@@ -3,7 +3,9 @@
 One ``Aggregation`` per open request id. It learns the plan (which airlines were asked) from the router,
 collects one response per airline (an Idempotent Consumer: a duplicate for the same airline counts
 once), and completes when every expected airline answered or the deadline passed. A completed
-aggregation ignores everything after, so each request gets one reply.
+aggregation ignores everything after, so each request gets one reply. Airlines the router skipped (circuit
+open) count as asked but are not waited for; they, and airlines whose connector failed fast on an open
+circuit, are reported with status ``CIRCUIT_OPEN``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Plan(BaseModel):
     not_served: list[str]
     max_offers: int
     deadline: datetime
+    skipped: dict[str, str] = Field(default_factory=dict)
 
 
 class Aggregation(BaseModel):
@@ -68,6 +71,7 @@ class Aggregation(BaseModel):
             not_served=list(control.not_served),
             max_offers=control.max_offers,
             deadline=control.deadline,
+            skipped=dict(control.skipped),
         )
         return True
 
@@ -101,6 +105,8 @@ class Aggregation(BaseModel):
                 ok_offers.extend(response.offers)
             else:
                 outcome = AirlineOutcome.TIMEOUT if response.status is ResponseStatus.TIMEOUT else AirlineOutcome.ERROR
+                if response.error is not None and response.error.code == _CIRCUIT_OPEN:
+                    outcome = AirlineOutcome.CIRCUIT_OPEN
                 statuses.append(
                     AirlineStatus(
                         airline=code,
@@ -110,12 +116,14 @@ class Aggregation(BaseModel):
                     )
                 )
         answered = [s for s in statuses if s.status is AirlineOutcome.OK]
+        statuses += [_skipped(code, reason) for code, reason in plan.skipped.items()]
         statuses += [AirlineStatus(airline=code, status=AirlineOutcome.NOT_SERVED) for code in plan.not_served]
-        if not plan.expected:
+        asked = len(plan.expected) + len(plan.skipped)
+        if not asked:
             status = ReplyStatus.NO_AIRLINES
         elif not answered:
             status = ReplyStatus.UNANSWERED
-        elif len(answered) == len(plan.expected):
+        elif len(answered) == asked:
             status = ReplyStatus.COMPLETE
         else:
             status = ReplyStatus.PARTIAL
@@ -140,6 +148,15 @@ class Aggregation(BaseModel):
         reply = self.reply(now)
         self.mark_done(now)
         return reply
+
+
+_CIRCUIT_OPEN = "circuit_open"
+
+
+def _skipped(code: str, reason: str) -> AirlineStatus:
+    """An airline the router did not call: circuit open, or (another reason) an error with that code."""
+    outcome = AirlineOutcome.CIRCUIT_OPEN if reason == _CIRCUIT_OPEN else AirlineOutcome.ERROR
+    return AirlineStatus(airline=code, status=outcome, error_code=reason)
 
 
 def merge_offers(offers: list[Offer], max_offers: int, now: datetime) -> list[Offer]:

@@ -24,6 +24,7 @@ from jetbridge.airlines import AirlineRegistry, load_registry
 from jetbridge.dlq import DeadLetterChannel, DlqHeaders, dead_letter
 from jetbridge.errors import DecodeError
 from jetbridge.health import HealthServer
+from jetbridge.health_board import shared_board
 from jetbridge.http import build_http_client
 from jetbridge.kafka import HEADER_CLIENT_ID, HEADER_TRACEPARENT, decode_headers, event_headers, new_traceparent
 from jetbridge.log import get_logger, stdlib_logging_config
@@ -179,6 +180,13 @@ def build_app(settings: Settings) -> faust.App:
                 not_served = [c for c in request.airlines if c not in served_codes]
             else:
                 expected, not_served = serving, []
+            # An airline whose circuit is open (or that asked not to be called before the deadline) is not
+            # called: the plan names it as skipped, and the aggregator reports it without waiting for it.
+            health = shared_board(names.airline_health, codec, {"bootstrap.servers": settings.kafka_bootstrap_servers})
+            skipped = {
+                a.code: reason for a in expected if (reason := health.skip_reason(a.code, request.deadline)) is not None
+            }
+            expected = [a for a in expected if a.code not in skipped]
             deadline_ms = int(request.deadline.timestamp() * 1000)
             headers = event_headers(
                 request_id=request.request_id,
@@ -198,6 +206,7 @@ def build_app(settings: Settings) -> faust.App:
                 max_offers=request.max_offers,
                 deadline=request.deadline,
                 created_at=now,
+                skipped=skipped,
             )
             # The plan first: the aggregator must know whom to wait for.
             await send(control_topic, request.request_id, codec.encode(names.control, plan), headers)
@@ -226,7 +235,7 @@ def build_app(settings: Settings) -> faust.App:
             ]
             await asyncio.gather(*calls)
             REQUESTS_ROUTED.inc()
-            log.info("request routed", airlines=[a.code for a in expected], not_served=not_served)
+            log.info("request routed", airlines=[a.code for a in expected], not_served=not_served, skipped=skipped)
 
     # ---- aggregator: join by request id, complete on all answers or at the deadline ----
     async def send_reply(reply: SearchReply, plan_headers: dict[str, str]) -> None:
@@ -300,8 +309,10 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
     async def warm_up() -> None:
-        # Register schemas before the first event needs them.
-        await ctx.codec()
+        # Register schemas before the first event needs them, and start following the airlines' health so
+        # the first request is already routed around an open circuit.
+        codec = await ctx.codec()
+        shared_board(names.airline_health, codec, {"bootstrap.servers": settings.kafka_bootstrap_servers})
         if settings.health_port:
             server = HealthServer(settings.health_port, health)
             server.route("/metrics", metrics_answer)

@@ -2,7 +2,8 @@
 
 httpx timeout                                   → AirlineTimeout
 connection refused/reset, protocol error        → AirlineUnavailable
-429, 5xx                                        → AirlineUnavailable
+429, or 503 with Retry-After                    → AirlineThrottled (retry_after_s from the header)
+5xx                                             → AirlineUnavailable
 401, 403, any other 4xx                         → AirlineRejected
 3xx (never followed), body over the cap         → AirlineBadResponse
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -19,14 +22,17 @@ from jetbridge.errors import (
     AirlineBadResponse,
     AirlineError,
     AirlineRejected,
+    AirlineThrottled,
     AirlineTimeout,
     AirlineUnavailable,
 )
 
-__all__ = ["MAX_BODY_BYTES", "AirlineReply", "error_for_status", "exchange"]
+__all__ = ["MAX_BODY_BYTES", "MAX_RETRY_AFTER_S", "AirlineReply", "error_for_status", "exchange", "retry_after_s"]
 
 # Far above any honest shopping answer; a bigger body is a fault or an attack, not offers.
 MAX_BODY_BYTES = 5 * 1024 * 1024
+# A longer Retry-After is more likely a bug than a wish; holding an airline for hours on one would be worse.
+MAX_RETRY_AFTER_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +80,31 @@ async def exchange(
         raise AirlineUnavailable(f"{airline}: {type(exc).__name__}") from exc
 
 
-def error_for_status(airline: str, status: int) -> AirlineError | None:
-    """The error an HTTP status means, or None for 2xx."""
+def retry_after_s(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP-date); None when absent or unreadable."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER_S)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max(0.0, (when - (now or datetime.now(UTC))).total_seconds()), MAX_RETRY_AFTER_S)
+
+
+def error_for_status(airline: str, status: int, retry_after: str | None = None) -> AirlineError | None:
+    """The error an HTTP status means (with the response's ``Retry-After``, if any), or None for 2xx."""
     if 200 <= status < 300:
         return None
-    if status == 429 or status >= 500:
+    wait = retry_after_s(retry_after)
+    if status == 429 or (status == 503 and wait is not None):
+        said = f", Retry-After {wait:g} s" if wait is not None else ""
+        return AirlineThrottled(f"{airline}: HTTP {status}{said}", retry_after_s=wait)
+    if status >= 500:
         return AirlineUnavailable(f"{airline}: HTTP {status}")
     if status in (401, 403):
         return AirlineRejected(f"{airline}: HTTP {status}, credentials refused")
@@ -88,6 +114,6 @@ def error_for_status(airline: str, status: int) -> AirlineError | None:
 
 
 def _check_status(airline: str, response: httpx.Response) -> None:
-    error = error_for_status(airline, response.status_code)
+    error = error_for_status(airline, response.status_code, response.headers.get("retry-after"))
     if error is not None:
         raise error

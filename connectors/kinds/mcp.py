@@ -10,7 +10,8 @@ Failures, which the SDK reports as (nested) exception groups, are mapped onto th
 
     timeout                                  → AirlineTimeout
     connection refused/reset                 → AirlineUnavailable
-    HTTP 429/5xx (seen by the status probe)  → AirlineUnavailable
+    HTTP 429, 503 with Retry-After           → AirlineThrottled (the status probe keeps the header)
+    HTTP 5xx (seen by the status probe)      → AirlineUnavailable
     HTTP 4xx, tool result with isError       → AirlineRejected
     protocol errors, unusable tool result    → AirlineBadResponse
 """
@@ -73,11 +74,14 @@ class _StatusProbe(httpx2.AsyncBaseTransport):
     def __init__(self, pool: httpx2.AsyncBaseTransport) -> None:
         self._pool = pool
         self.error_status: int | None = None
+        self.retry_after: str | None = None
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await self._pool.handle_async_request(request)
         if request.method == "POST":
-            self.error_status = response.status_code if response.status_code >= 400 else None
+            failed = response.status_code >= 400
+            self.error_status = response.status_code if failed else None
+            self.retry_after = response.headers.get("retry-after") if failed else None
         return response
 
     async def aclose(self) -> None:
@@ -101,7 +105,7 @@ def _classify(airline: str, exc: Exception, probe: _StatusProbe) -> AirlineError
         kind = next(type(leaf).__name__ for leaf in leaves if isinstance(leaf, httpx2.TransportError))
         return AirlineUnavailable(f"{airline}: {kind}")
     if probe.error_status is not None:
-        return error_for_status(airline, probe.error_status)
+        return error_for_status(airline, probe.error_status, probe.retry_after)
     for leaf in leaves:
         if isinstance(leaf, MCPError):
             if leaf.code == INVALID_PARAMS:

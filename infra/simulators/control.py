@@ -1,10 +1,12 @@
 """The simulators' control API (JSON): inspect and change each airline's latency and faults.
 
     GET  /health               {"status": "ok"}
-    GET  /airlines             every airline's settings, endpoint and whether it is listening
-    GET  /airlines/{code}      one airline
-    PUT  /airlines/{code}      partial update: latency_ms, jitter_ms, fault, fault_rate, slow_ms
-    POST /reset                every airline back to its start-up settings (refused servers restart)
+    GET  /airlines             every airline's settings, endpoint, whether it is listening, and its call counts
+                               (``calls``: business requests received, ``answers``: how many of each answer)
+    GET  /airlines/{code}      one airline, with ``recent_calls`` (arrival time and answer of the latest 500)
+    PUT  /airlines/{code}      partial update: latency_ms, jitter_ms, fault (slow, http_500, malformed, refuse,
+                               throttle), fault_rate, slow_ms, retry_after_s (the 429's Retry-After)
+    POST /reset                every airline back to its start-up settings, counts to zero (refused servers restart)
 
 A PUT answers only once the change is in force, so a test can act on it straight away.
 """
@@ -45,7 +47,7 @@ def build_control_app(sims: Simulators) -> Starlette:
                 errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
                 return JSONResponse({"error": "invalid settings", "details": errors}, status_code=422)
             await sims.configure(code, patch)
-        return JSONResponse({code: sims.status()[code]})
+        return JSONResponse(sims.status(code))
 
     async def reset(_: Request) -> JSONResponse:
         await sims.reset()

@@ -1,9 +1,12 @@
 """What each simulated airline is told to do wrong, and the ASGI gate that does it.
 
-Every airline server sits behind `AirlineGate`: it answers ``/health``, demands an API key, and on
-business requests adds latency and injects the HTTP-level faults (``slow``, ``http_500``). ``malformed``
-is protocol-specific, so each protocol handler asks `AirlineState.malformed_now()` and breaks its own body.
-``refuse`` is not a response at all: the supervisor stops the airline's listening server.
+Every airline server sits behind `AirlineGate`: it answers ``/health``, demands an API key, counts every
+business request it receives (``AirlineState.calls``: what an airline would see of us), and on business
+requests adds latency and injects the HTTP-level faults (``slow``, ``http_500``, and ``throttle``: an
+immediate 429 with ``Retry-After: retry_after_s``, as an API gateway answers before the backend is
+reached; for the MCP airline too, since streamable HTTP is HTTP and 429 is what its gateway would say).
+``malformed`` is protocol-specific, so each protocol handler asks `AirlineState.malformed_now()` and breaks
+its own body. ``refuse`` is not a response at all: the supervisor stops the airline's listening server.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -32,11 +37,13 @@ __all__ = [
     "is_path",
 ]
 
-Fault = Literal["none", "slow", "http_500", "malformed", "refuse"]
+Fault = Literal["none", "slow", "http_500", "malformed", "refuse", "throttle"]
 
 # Typical answer times of each airline when nobody asked for anything else (80-250 ms).
 DEFAULT_LATENCY_MS: dict[str, int] = {"BA": 140, "AA": 180, "VS": 90, "DL": 120, "AY": 220}
 MAX_REQUEST_BYTES = 1_000_000
+# Business requests remembered per airline (arrival time and answer), for tests that check when calls came.
+RECENT_CALLS = 500
 
 IsBusiness = Callable[[Scope, bytes], bool]
 """Whether a request is airline business (shopping) rather than protocol housekeeping."""
@@ -52,6 +59,7 @@ class FaultConfig(BaseModel):
     fault: Fault = "none"
     fault_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     slow_ms: int = Field(default=10_000, ge=0, le=600_000)
+    retry_after_s: int = Field(default=1, ge=0, le=3600)
 
 
 class FaultPatch(BaseModel):
@@ -64,6 +72,7 @@ class FaultPatch(BaseModel):
     fault: Fault | None = None
     fault_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     slow_ms: int | None = Field(default=None, ge=0, le=600_000)
+    retry_after_s: int | None = Field(default=None, ge=0, le=3600)
 
     def apply(self, current: FaultConfig) -> FaultConfig:
         changes = self.model_dump(exclude_none=True)
@@ -82,6 +91,26 @@ class AirlineState:
         self.config = defaults
         # Not seeded from the clock on purpose: fault draws need no reproducibility, only independence.
         self._rng = random.Random()
+        self.calls = 0
+        self.answers: Counter[str] = Counter()
+        self.recent: deque[tuple[float, str]] = deque(maxlen=RECENT_CALLS)
+
+    def count(self, answer: str) -> None:
+        """One business request received, and how it is answered (``served`` or the fault)."""
+        self.calls += 1
+        self.answers[answer] += 1
+        self.recent.append((round(time.time(), 3), answer))
+
+    def reset_counts(self) -> None:
+        self.calls = 0
+        self.answers.clear()
+        self.recent.clear()
+
+    def counts(self, *, recent: bool = False) -> dict[str, Any]:
+        counted: dict[str, Any] = {"calls": self.calls, "answers": dict(self.answers)}
+        if recent:
+            counted["recent_calls"] = [{"at": at, "answer": answer} for at, answer in self.recent]
+        return counted
 
     def _hit(self, fault: Fault) -> bool:
         return self.config.fault == fault and self._rng.random() < self.config.fault_rate
@@ -92,7 +121,7 @@ class AirlineState:
 
     def http_fault_now(self) -> Fault:
         """The HTTP-level fault this request suffers, if any (drawn once per request)."""
-        for fault in ("slow", "http_500"):
+        for fault in ("throttle", "slow", "http_500"):
             if self._hit(fault):
                 return fault
         return "none"
@@ -132,8 +161,15 @@ class AirlineGate:
             await PlainTextResponse("request body too large", status_code=413)(scope, receive, send)
             return
         if self.is_business(scope, body):
-            await asyncio.sleep(self.state.delay_s())
             fault = self.state.http_fault_now()
+            self.state.count("served" if fault == "none" else fault)
+            if fault == "throttle":
+                # At once, before any latency: a gateway throttles without asking the backend.
+                retry_after = str(self.state.config.retry_after_s)
+                response = PlainTextResponse("Too Many Requests", status_code=429, headers={"Retry-After": retry_after})
+                await response(scope, receive, send)
+                return
+            await asyncio.sleep(self.state.delay_s())
             if fault == "slow":
                 await asyncio.sleep(self.state.config.slow_ms / 1000)
             elif fault == "http_500":

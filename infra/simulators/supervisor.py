@@ -239,15 +239,18 @@ class Simulators:
             raise RuntimeError("the control API is disabled")
         return f"http://{self._control.host}:{self._control.port}"
 
-    def status(self) -> dict[str, dict[str, Any]]:
+    def status(self, code: str | None = None) -> dict[str, dict[str, Any]]:
+        """Every airline's settings and call counts; with ``code``, that airline's alone with its recent calls."""
         return {
-            code: {
+            name: {
                 **entry.state.config.model_dump(),
                 "kind": entry.airline.kind,
-                "endpoint": self.endpoint(code),
+                "endpoint": self.endpoint(name),
                 "listening": entry.listener.listening,
+                **entry.state.counts(recent=code is not None),
             }
-            for code, entry in self._airlines.items()
+            for name, entry in self._airlines.items()
+            if code is None or name == code
         }
 
     async def configure(self, code: str, patch: FaultPatch) -> FaultConfig:
@@ -263,6 +266,7 @@ class Simulators:
         for entry in self._airlines.values():
             async with entry.lock:
                 entry.state.config = entry.state.defaults
+                entry.state.reset_counts()
                 await self._sync_listener(entry)
 
     @staticmethod

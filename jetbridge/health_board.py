@@ -1,0 +1,207 @@
+"""The airlines' shared health: ``jb.airline-health.v1``, compacted, one record per airline (its key).
+
+Connector workers publish their circuit breakers' transitions and the airlines' ``Retry-After`` holds to it;
+every connector process, the router and the bridge read it whole from the beginning and then follow it, so
+they all go by the same state. ``HealthBoard`` is that reader (and, given a producer, the writer): no consumer
+group and nothing committed, like the bridge's reply correlator, because every reader needs every airline.
+
+Records can arrive out of order between writers (two instances reporting at once): for each airline the
+board keeps the state that began last (``since``) and the latest throttle, whatever order they came in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from jetbridge.errors import JetbridgeError
+from jetbridge.kafka import AsyncConsumer, AsyncProducer
+from jetbridge.log import get_logger
+from schemas.codec import AvroCodec
+from schemas.models import AirlineHealth, CircuitState
+
+__all__ = ["HealthBoard", "merge", "shared_board"]
+
+log = get_logger(__name__)
+
+Listener = Callable[[AirlineHealth], None]
+_RETRY_S = 2.0
+
+
+def merge(old: AirlineHealth | None, new: AirlineHealth) -> AirlineHealth:
+    """The state that began last, with the later of the two throttles."""
+    if old is None:
+        return new
+    newer = new if (new.since, new.reported_at) >= (old.since, old.reported_at) else old
+    throttles = [t for t in (old.throttled_until, new.throttled_until) if t is not None]
+    throttled = max(throttles) if throttles else None
+    return newer if newer.throttled_until == throttled else newer.model_copy(update={"throttled_until": throttled})
+
+
+class HealthBoard:
+    """The latest ``AirlineHealth`` of every airline, kept current from the topic; publishes when given a
+    producer. ``start`` returns once the topic was read to its end (or ``catch_up_s`` passed); a topic that
+    does not exist yet is looked for again in the background."""
+
+    def __init__(
+        self,
+        topic: str,
+        codec: AvroCodec,
+        consumer_config: dict[str, Any],
+        *,
+        producer: AsyncProducer | None = None,
+    ) -> None:
+        self.topic = topic
+        self._codec = codec
+        self._producer = producer
+        self._consumer = AsyncConsumer(
+            consumer_config
+            | {
+                "group.id": f"jb.airline-health.{uuid.uuid4().hex[:12]}",  # required by librdkafka; never joined
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 500,
+            }
+        )
+        self._latest: dict[str, AirlineHealth] = {}
+        self._listeners: dict[str, list[Listener]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self.caught_up = asyncio.Event()
+        self.records = 0
+
+    # ---- reading ----
+    async def start(self, catch_up_s: float = 5.0) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"health-board-{self.topic}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.caught_up.wait(), catch_up_s)
+        if not self.caught_up.is_set():
+            log.warning("airline health not read to its end yet; going on", topic=self.topic, waited_s=catch_up_s)
+
+    def start_soon(self) -> None:
+        """Start reading in the background without waiting."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"health-board-{self.topic}")
+
+    def get(self, airline: str) -> AirlineHealth | None:
+        return self._latest.get(airline)
+
+    def all(self) -> dict[str, AirlineHealth]:
+        return dict(self._latest)
+
+    def subscribe(self, airline: str, listener: Listener) -> None:
+        """Call ``listener`` with every record of ``airline`` read from now on (and the latest one at once)."""
+        self._listeners.setdefault(airline, []).append(listener)
+        if airline in self._latest:
+            listener(self._latest[airline])
+
+    def skip_reason(self, airline: str, deadline: datetime) -> str | None:
+        """Why a call to ``airline`` should not be sent at all, or None: its circuit is open, or it asked not to
+        be called before ``deadline`` (the router's question)."""
+        health = self._latest.get(airline)
+        if health is None:
+            return None
+        if health.state is CircuitState.OPEN and health.until is not None and time.time() < health.until.timestamp():
+            return "circuit_open"
+        if health.throttled_until is not None and health.throttled_until >= deadline:
+            return "airline_throttled"
+        return None
+
+    async def _run(self) -> None:
+        ends = await self._assign()
+        while True:
+            try:
+                messages = await self._consumer.consume(100, 0.2)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the reader must survive broker hiccups
+                log.warning("airline health consumer error", error=repr(exc))
+                await asyncio.sleep(_RETRY_S)
+                continue
+            for message in messages:
+                if message.error() is not None:
+                    continue
+                partition, offset = int(message.partition() or 0), int(message.offset() or 0)
+                await self._apply(message.value())
+                if ends.get(partition, 0) <= offset + 1:
+                    ends.pop(partition, None)
+            if not ends and not self.caught_up.is_set():
+                self.caught_up.set()
+                log.info("airline health read", topic=self.topic, airlines=sorted(self._latest))
+
+    async def _assign(self) -> dict[int, int]:
+        """Assign every partition from its beginning; the end offsets (non-empty partitions) to catch up to."""
+        while True:
+            try:
+                partitions = await self._consumer.partitions_of(self.topic)
+                ends = {tp.partition: tp.offset for tp in await self._consumer.end_offsets(self.topic, partitions)}
+                await self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+                return {p: end for p, end in ends.items() if end > 0}
+            except Exception as exc:  # noqa: BLE001 - a missing topic must not stop the process
+                log.warning("airline health topic not readable yet; retrying", topic=self.topic, error=repr(exc))
+                await asyncio.sleep(_RETRY_S)
+
+    async def _apply(self, value: bytes | None) -> None:
+        if value is None:
+            return  # a tombstone: the airline's record was deleted on purpose; keep what we know
+        try:
+            record = await self._codec.decode(value, AirlineHealth)
+        except JetbridgeError as exc:
+            log.warning("undecodable airline health record skipped", error=exc.message)
+            return
+        self.records += 1
+        self._latest[record.airline] = merge(self._latest.get(record.airline), record)
+        for listener in self._listeners.get(record.airline, []):
+            try:
+                listener(record)
+            except Exception as exc:  # noqa: BLE001 - one listener's bug must not stop the others
+                log.error("airline health listener failed", airline=record.airline, error=repr(exc))
+
+    # ---- writing ----
+    def publish(self, record: AirlineHealth) -> None:
+        """Write ``record`` in the background (a breaker's transition must never wait for the broker)."""
+        if self._producer is None:
+            return
+        producer = self._producer
+
+        async def send() -> None:
+            try:
+                await producer.send(
+                    self.topic, key=record.airline, value=self._codec.encode(self.topic, record), headers=[]
+                )
+            except JetbridgeError as exc:
+                log.warning("airline health not published", airline=record.airline, error=exc.message)
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def close(self) -> None:
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=5.0)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.close()
+
+
+_SHARED: dict[str, HealthBoard] = {}
+
+
+def shared_board(topic: str, codec: AvroCodec, consumer_config: dict[str, Any]) -> HealthBoard:
+    """One read-only board per topic in this process, started in the background on first use: for processes,
+    like the faust router, that have no start-up hook of ours."""
+    board = _SHARED.get(topic)
+    if board is None:
+        board = HealthBoard(topic, codec, consumer_config)
+        board.start_soon()
+        _SHARED[topic] = board
+    return board
