@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 
 from jetbridge.errors import BackboneUnavailable
 from jetbridge.runtime import kafka_config, open_runtime
-from jetbridge.settings import Settings
 from mcp_bridge.correlator import HEADER_REPLY_TO, ReplyCorrelator
 from mcp_bridge.server import Bridge
 from mcp_bridge.service import REPLY_GRACE_S, SearchService
@@ -39,16 +37,6 @@ def arguments(**overrides: Any) -> dict[str, Any]:
         "deadline_ms": 1000,
     }
     return values | overrides
-
-
-@pytest.fixture
-async def space(settings: Settings) -> AsyncIterator[TopicSpace]:
-    topics = TopicSpace(settings)
-    await topics.open()
-    try:
-        yield topics
-    finally:
-        await topics.close()
 
 
 async def test_a_search_with_no_stream_worker_ends_in_backbone_unavailable_by_its_deadline(space: TopicSpace) -> None:

@@ -19,7 +19,7 @@ from jetbridge.dlq import dead_letter
 from jetbridge.dlq_ops import DlqFilter, DlqStore, ReplayOptions, replay
 from jetbridge.errors import AirlineBadResponse, AirlineUnavailable, DecodeError, JetbridgeError
 from jetbridge.kafka import PARTITIONER, decode_headers
-from jetbridge.settings import REPO_ROOT, Settings
+from jetbridge.settings import REPO_ROOT
 from schemas.models import DlqReplay, now_utc
 from tests.support import factories as f
 from tests.support.streams_worker import TopicSpace
@@ -27,16 +27,6 @@ from tests.support.streams_worker import TopicSpace
 pytestmark = pytest.mark.kafka
 
 POISON = b"\x00\x00\x00\x00\x09 poison"
-
-
-@pytest.fixture
-async def space(settings: Settings) -> AsyncIterator[TopicSpace]:
-    topics = TopicSpace(settings)
-    await topics.open()
-    try:
-        yield topics
-    finally:
-        await topics.close()
 
 
 @pytest.fixture

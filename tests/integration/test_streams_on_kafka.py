@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from jetbridge.settings import Settings
 from schemas.models import AirlineOutcome, ErrorInfo, ReplyStatus, ResponseStatus, SearchReply, now_utc
 from tests.support import factories as f
 from tests.support.streams_worker import StreamsWorker, TopicSpace
@@ -28,16 +27,6 @@ FIVE = ["BA", "AA", "VS", "DL", "AY"]
 
 def rid() -> str:
     return f"req-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-async def space(settings: Settings) -> AsyncIterator[TopicSpace]:
-    topics = TopicSpace(settings)
-    await topics.open()
-    try:
-        yield topics
-    finally:
-        await topics.close()
 
 
 @pytest.fixture
