@@ -2,8 +2,9 @@
 
 Each long-running process serves ``GET /metrics`` in the Prometheus text format: the bridge on its MCP
 port, stream and connector workers on their health port (``JB_HEALTH_PORT``), the simulators on their
-control port. A process exports the series it updates; the others stay absent (a labelled series appears
-on first use). Label values are bounded sets (stage, airline code, status, error code), never ids.
+control port. A process exports the series it updates: a labelled series appears on first use, and the
+unlabelled ones of one stage are registered by that stage (``serve``), so a bridge shows no router counter
+at 0. Label values are bounded sets (stage, airline code, status, error code), never ids.
 
     series                             type       labels            updated by
     jb_searches_total                  counter    outcome           bridge (complete, partial, …, backbone_unavailable)
@@ -31,7 +32,7 @@ import contextlib
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from jetbridge.kafka import with_logger
 from jetbridge.log import get_logger
@@ -55,6 +56,7 @@ __all__ = [
     "SEARCH_SECONDS",
     "LagMonitor",
     "metrics_answer",
+    "serve",
 ]
 
 log = get_logger(__name__)
@@ -67,9 +69,12 @@ SEARCHES = Counter("jb_searches", "Searches the bridge answered, by outcome.", [
 SEARCH_SECONDS = Histogram(
     "jb_search_duration_seconds", "Tool call to answer, at the bridge.", ["outcome"], buckets=_SEARCH_BUCKETS
 )
-REQUESTS_ROUTED = Counter("jb_requests_routed", "Search requests the router fanned out.")
+# Unlabelled series would show (at 0) in every process that imports this module: registered by ``serve``.
+REQUESTS_ROUTED = Counter("jb_requests_routed", "Search requests the router fanned out.", registry=None)
 REPLIES = Counter("jb_replies", "Replies the aggregator sent, by status.", ["status"])
-OPEN_JOINS = Gauge("jb_open_joins", "Joins the aggregator holds open (waiting for airlines or the deadline).")
+OPEN_JOINS = Gauge(
+    "jb_open_joins", "Joins the aggregator holds open (waiting for airlines or the deadline).", registry=None
+)
 AIRLINE_CALLS = Counter("jb_airline_calls", "Airline calls, by airline and outcome.", ["airline", "outcome"])
 AIRLINE_CALL_SECONDS = Histogram(
     "jb_airline_call_duration_seconds", "One airline call, retries included.", ["airline"], buckets=_CALL_BUCKETS
@@ -83,8 +88,15 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
 ERRORS = Counter("jb_errors", "Errors, by stage and error code.", ["stage", "code"])
 DLQ_WRITES = Counter("jb_dlq_writes", "Dead letters written, by stage and error code.", ["stage", "code"])
 DLQ_PENDING = Gauge("jb_dlq_pending", "Dead letters that could not be written yet (the partition waits).", ["stage"])
-DLQ_DEPTH = Gauge("jb_dlq_depth", "Records on the dead-letter topic (end minus start offsets).")
+DLQ_DEPTH = Gauge("jb_dlq_depth", "Records on the dead-letter topic (end minus start offsets).", registry=None)
 CONSUMER_LAG = Gauge("jb_consumer_lag", "Messages not yet consumed by a group, per topic.", ["group", "topic"])
+
+
+def serve(*metrics: Counter | Gauge) -> None:
+    """Export these unlabelled series from this process (once; calling again changes nothing)."""
+    for metric in metrics:
+        with contextlib.suppress(ValueError):  # already registered
+            REGISTRY.register(metric)
 
 
 def metrics_answer() -> tuple[int, str, bytes]:

@@ -28,7 +28,7 @@ from jetbridge.health_board import shared_board
 from jetbridge.http import build_http_client
 from jetbridge.kafka import HEADER_CLIENT_ID, HEADER_TRACEPARENT, decode_headers, event_headers, new_traceparent
 from jetbridge.log import get_logger, stdlib_logging_config
-from jetbridge.metrics import ERRORS, REQUESTS_ROUTED, LagMonitor, metrics_answer
+from jetbridge.metrics import DLQ_DEPTH, ERRORS, OPEN_JOINS, REQUESTS_ROUTED, LagMonitor, metrics_answer, serve
 from jetbridge.runtime import open_codec
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames, declared_topics
@@ -313,6 +313,7 @@ def build_app(settings: Settings) -> faust.App:
         # the first request is already routed around an open circuit.
         codec = await ctx.codec()
         shared_board(names.airline_health, codec, {"bootstrap.servers": settings.kafka_bootstrap_servers})
+        serve(REQUESTS_ROUTED, OPEN_JOINS, DLQ_DEPTH)
         if settings.health_port:
             server = HealthServer(settings.health_port, health)
             server.route("/metrics", metrics_answer)

@@ -51,7 +51,7 @@ def _by(samples: list[tuple[dict[str, str], float]], label: str) -> dict[str, fl
 def _counts(title: str, totals: dict[str, float]) -> str | None:
     if not totals:
         return None
-    parts = ", ".join(f"{k} {v:g}" for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v)
+    parts = ", ".join(f"{k} {v:g}" for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v and k)
     return f"{title} {sum(totals.values()):g}" + (f" ({parts})" if parts else "")
 
 

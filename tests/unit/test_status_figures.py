@@ -22,3 +22,9 @@ def test_a_connector_workers_metrics_read_as_a_few_words() -> None:
 
 def test_a_process_that_counted_nothing_says_so() -> None:
     assert summarise("") == "nothing counted yet"
+
+
+def test_an_unlabelled_counter_reads_as_its_total() -> None:
+    registry = CollectorRegistry()
+    Counter("jb_requests_routed", "", registry=registry).inc(510)
+    assert summarise(generate_latest(registry).decode()) == "routed 510"
