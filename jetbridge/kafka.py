@@ -34,6 +34,7 @@ __all__ = [
     "HEADER_CLIENT_ID",
     "HEADER_CORRELATION_ID",
     "HEADER_DEADLINE_MS",
+    "HEADER_REPLY_TO",
     "HEADER_REQUEST_ID",
     "HEADER_TRACEPARENT",
     "PARTITIONER",
@@ -53,6 +54,8 @@ HEADER_REQUEST_ID = "request_id"
 HEADER_CLIENT_ID = "client_id"
 HEADER_DEADLINE_MS = "deadline_ms"
 HEADER_TRACEPARENT = "traceparent"
+# On replies only: the bridge instance waiting for it (Return Address), copied from the request's reply_to.
+HEADER_REPLY_TO = "reply_to"
 
 Headers = list[tuple[str, bytes]]
 

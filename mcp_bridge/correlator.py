@@ -16,16 +16,14 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from jetbridge.errors import DecodeError, JetbridgeError, SchemaRegistryError
-from jetbridge.kafka import AsyncConsumer, decode_headers
+from jetbridge.kafka import HEADER_REPLY_TO, AsyncConsumer, decode_headers
 from jetbridge.log import get_logger
 from schemas.codec import AvroCodec
 from schemas.models import SearchReply
 
-__all__ = ["HEADER_REPLY_TO", "ReplyCorrelator"]
+__all__ = ["ReplyCorrelator"]
 
 log = get_logger(__name__)
-
-HEADER_REPLY_TO = "reply_to"
 
 
 class ReplyCorrelator:

@@ -26,13 +26,19 @@ from jetbridge.errors import DecodeError
 from jetbridge.health import HealthServer
 from jetbridge.health_board import shared_board
 from jetbridge.http import build_http_client
-from jetbridge.kafka import HEADER_CLIENT_ID, HEADER_TRACEPARENT, decode_headers, event_headers, new_traceparent
+from jetbridge.kafka import (
+    HEADER_CLIENT_ID,
+    HEADER_REPLY_TO,
+    HEADER_TRACEPARENT,
+    decode_headers,
+    event_headers,
+    new_traceparent,
+)
 from jetbridge.log import get_logger, stdlib_logging_config
 from jetbridge.metrics import DLQ_DEPTH, ERRORS, OPEN_JOINS, REQUESTS_ROUTED, LagMonitor, metrics_answer, serve
 from jetbridge.runtime import open_codec
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames, declared_topics
-from mcp_bridge.correlator import HEADER_REPLY_TO
 from schemas.codec import AvroCodec
 from schemas.models import (
     AggregatorControl,

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from jetbridge.errors import BackboneUnavailable
+from jetbridge.kafka import HEADER_REPLY_TO
 from jetbridge.runtime import kafka_config, open_runtime
-from mcp_bridge.correlator import HEADER_REPLY_TO, ReplyCorrelator
+from mcp_bridge.correlator import ReplyCorrelator
 from mcp_bridge.server import Bridge
 from mcp_bridge.service import REPLY_GRACE_S, SearchService
 from schemas.models import AirlineOutcome, AirlineStatus, ReplyStatus, SearchReply, now_utc
