@@ -7,18 +7,23 @@
     PUT  /airlines/{code}      partial update: latency_ms, jitter_ms, fault (slow, http_500, malformed, refuse,
                                throttle), fault_rate, slow_ms, retry_after_s (the 429's Retry-After)
     POST /reset                every airline back to its start-up settings, counts to zero (refused servers restart)
+    GET  /metrics              Prometheus text: jb_sim_calls_total{airline,answer}
 
 A PUT answers only once the change is in force, so a test can act on it straight away.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from infra.simulators.faults import FaultPatch
@@ -27,6 +32,23 @@ if TYPE_CHECKING:
     from infra.simulators.supervisor import Simulators
 
 __all__ = ["build_control_app"]
+
+
+class _SimulatorCalls(Collector):
+    """``jb_sim_calls_total{airline,answer}``: business calls per simulated airline, by how each was answered
+    (``served`` or the fault); reset by POST /reset."""
+
+    def __init__(self, sims: Simulators) -> None:
+        self._sims = sims
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "jb_sim_calls", "Business calls a simulated airline received, by answer.", labels=["airline", "answer"]
+        )
+        for code, state in self._sims.status().items():
+            for answer, n in sorted(state.get("answers", {}).items()):
+                family.add_metric([code, answer], n)
+        yield family
 
 
 def build_control_app(sims: Simulators) -> Starlette:
@@ -53,11 +75,18 @@ def build_control_app(sims: Simulators) -> Starlette:
         await sims.reset()
         return JSONResponse(sims.status())
 
+    async def metrics(_: Request) -> Response:
+        # The calls each simulated airline received, as an airline's own monitoring would count them.
+        registry = CollectorRegistry()
+        registry.register(_SimulatorCalls(sims))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     return Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/airlines", list_airlines, methods=["GET"]),
             Route("/airlines/{code}", one_airline, methods=["GET", "PUT"]),
             Route("/reset", reset, methods=["POST"]),
+            Route("/metrics", metrics, methods=["GET"]),
         ]
     )

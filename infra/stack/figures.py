@@ -27,8 +27,8 @@ class Figures:
 
 
 def metrics_url(spec: InstanceSpec) -> str | None:
-    """Where an instance serves /metrics: beside its /health (the simulators serve none)."""
-    if spec.kind == "simulators" or not spec.health_url.endswith("/health"):
+    """Where an instance serves /metrics: beside its /health (the simulators: on their control port)."""
+    if not spec.health_url.endswith("/health"):
         return None
     return spec.health_url.removesuffix("/health") + "/metrics"
 
@@ -65,6 +65,7 @@ def summarise(text: str) -> str:
         _counts("airline calls", _by(s.get("jb_airline_calls_total", []), "outcome")),
         _counts("retries", _by(s.get("jb_airline_retries_total", []), "airline")),
         _counts("dlq writes", _by(s.get("jb_dlq_writes_total", []), "code")),
+        _counts("calls received", _by(s.get("jb_sim_calls_total", []), "airline")),
     ]
     open_circuits = [labels["airline"] for labels, v in s.get("jb_circuit_state", []) if v >= 2]
     if open_circuits:
