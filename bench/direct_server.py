@@ -3,8 +3,10 @@ itself with ``asyncio.gather`` over httpx. No Kafka, no durability, no dead lett
 
 It is what a team would build instead of Jetbridge, and the benchmark measures Jetbridge against it. To
 isolate the backbone's cost, everything else is the same code: the same MCP tool and validation, the same
-deadline rule (each airline gets the request's deadline minus the same margin, capped by its timeout),
-the same connectors to the same simulators, and the same merge (the aggregator's state machine).
+routing and deadline rules (``jetbridge/routing.py``: who is called, and each airline gets the request's
+deadline minus the same margin, capped by its timeout), the same connectors to the same simulators, and
+the same merge (the aggregator's state machine). Unlike the backbone it has no circuit breakers, so no
+airline is skipped and each call is one attempt.
 
     python -m bench.direct_server --port 8089
 """
@@ -24,6 +26,7 @@ from jetbridge.airlines import Airline, AirlineRegistry, load_registry
 from jetbridge.errors import AirlineError, AirlineTimeout
 from jetbridge.http import build_http_client
 from jetbridge.log import configure_logging, get_logger
+from jetbridge.routing import attempt_timeout_s, call_budget_s, route
 from jetbridge.runtime import run
 from jetbridge.settings import Settings, get_settings
 from mcp_bridge.server import AirlineInfo, airline_infos, build_server, serve_app
@@ -71,12 +74,10 @@ class DirectFanOut:
         request_id = str(uuid.uuid4())
         created = now_utc()
         deadline = created + timedelta(milliseconds=valid.deadline_ms)
-        serving = self._registry.serving(valid.criteria.origin, valid.criteria.destination)
-        if valid.airlines is not None:
-            expected = [a for a in serving if a.code in valid.airlines]
-            not_served = [c for c in valid.airlines if c not in {a.code for a in expected}]
-        else:
-            expected, not_served = serving, []
+        # The router's own rule; no skip_reason, as the baseline has no shared breaker state to consult.
+        chosen = route(
+            self._registry, valid.criteria.origin, valid.criteria.destination, valid.airlines, deadline=deadline
+        )
         state = Aggregation(request_id=request_id, first_seen=created)
         state.add_plan(
             AggregatorControl(
@@ -84,15 +85,15 @@ class DirectFanOut:
                 correlation_id=request_id,
                 kind=ControlKind.PLAN,
                 reply_to="direct",
-                expected_airlines=[a.code for a in expected],
-                not_served=not_served,
+                expected_airlines=chosen.codes,
+                not_served=chosen.not_served,
                 max_offers=valid.max_offers,
                 deadline=deadline,
                 created_at=created,
             )
         )
         margin = timedelta(milliseconds=settings.connector_deadline_margin_ms)
-        calls = [self._call(a, valid.criteria, request_id, deadline - margin) for a in expected]
+        calls = [self._call(a, valid.criteria, request_id, deadline, margin) for a in chosen.expected]
         # The gather is bounded by the deadline the same way the aggregator answers at it.
         remaining = (deadline - now_utc()).total_seconds()
         done, pending = await asyncio.wait([asyncio.ensure_future(c) for c in calls], timeout=max(0.0, remaining))
@@ -104,9 +105,12 @@ class DirectFanOut:
         self.searches += 1
         return result_of(reply, int((time.monotonic() - started) * 1000))
 
-    async def _call(self, airline: Airline, criteria: Any, request_id: str, until: datetime) -> AirlineResponse:
+    async def _call(
+        self, airline: Airline, criteria: Any, request_id: str, deadline: datetime, margin: timedelta
+    ) -> AirlineResponse:
         started = time.monotonic()
-        budget = min((until - now_utc()).total_seconds(), airline.timeout_ms / 1000)
+        # One attempt, no retries: the connector worker's budget, capped as its guard caps each attempt.
+        budget = attempt_timeout_s(airline, call_budget_s(deadline, margin, now_utc()))
         offers: list[Offer] = []
         error: AirlineError | None = None
         try:

@@ -41,6 +41,7 @@ from jetbridge.errors import (
 )
 from jetbridge.log import get_logger
 from jetbridge.metrics import AIRLINE_RETRIES, CIRCUIT_STATE, RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
+from jetbridge.routing import attempt_timeout_s
 from schemas.models import AirlineHealth, CircuitState, now_utc
 
 __all__ = ["Admission", "AirlineGuard", "CallOutcome", "Clock", "SystemClock"]
@@ -212,7 +213,7 @@ class AirlineGuard:
         self, attempt: Callable[[float], Awaitable[T]], permit: Permit, budget_end: float
     ) -> tuple[T | None, AirlineError | None]:
         started = self._clock.monotonic()
-        timeout_s = min(self.airline.timeout_ms / 1000, budget_end - started)
+        timeout_s = attempt_timeout_s(self.airline, budget_end - started)
         try:
             result = await attempt(timeout_s)
         except AirlineError as exc:

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import httpx
@@ -62,6 +62,7 @@ from jetbridge.metrics import (
     RATE_LIMIT_WAIT_SECONDS,
     RATE_LIMIT_WAITS,
 )
+from jetbridge.routing import call_budget_s
 from jetbridge.topics import TopicNames
 from schemas.codec import AvroCodec
 from schemas.models import AirlineCall, AirlineResponse, DeadLetter, ErrorInfo, Offer, ResponseStatus, now_utc
@@ -393,7 +394,7 @@ class ConnectorWorker:
         raw = decode_headers(message.headers()).get(HEADER_DEADLINE_MS, "")
         if not raw.isdigit() or int(raw) == 0:
             return None
-        return int(raw) / 1000 - self._margin.total_seconds() - time.time()
+        return call_budget_s(datetime.fromtimestamp(int(raw) / 1000, UTC), self._margin, datetime.now(UTC))
 
     async def _drain(self) -> None:
         if not self._tasks:
@@ -494,7 +495,8 @@ class ConnectorWorker:
         """Answer one call; returns its failure when it must be dead-lettered too."""
         call = await self._codec.decode(message.value(), AirlineCall)
         started = time.monotonic()
-        budget = (call.deadline - self._margin - now_utc()).total_seconds()
+        # The guard caps each attempt inside it by the airline's timeout_ms (the shared attempt rule).
+        budget = call_budget_s(call.deadline, self._margin, now_utc())
         outcome = await self.guard.call(
             lambda timeout_s: self._call_airline(call, timeout_s), budget_s=budget, operation="search", prepaid=prepaid
         )

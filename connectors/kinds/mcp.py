@@ -1,23 +1,25 @@
 """The airline-MCP connector kind: call the airline's own MCP server's shopping tool over streamable HTTP.
 
-One short MCP session per search (connect, call the tool, close) inside the search's time budget, so no
-background task outlives a call. The SDK speaks through httpx2 (its fork of httpx), so the worker's shared
-httpx client cannot carry it: each connector keeps one httpx2 connection pool instead, closed by
-`aclose`. The tool's dialect (name, arguments, result shape) lives in a mapping module in
+Sessions are kept open and reused (`connectors.kinds.mcp_pool`: at most the airline's concurrency, each
+leased to one call, replaced when broken or old), so a search is one POST, not a connect and a handshake.
+The SDK speaks through httpx2 (its fork of httpx), so the worker's shared httpx client cannot carry it:
+each connector keeps one httpx2 client and connection pool instead, closed by `aclose` with the
+sessions. The tool's dialect (name, arguments, result shape) lives in a mapping module in
 `connectors/airlines/`, like a REST airline's.
 
 Failures, which the SDK reports as (nested) exception groups, are mapped onto the error tree:
 
     timeout                                  → AirlineTimeout
     connection refused/reset                 → AirlineUnavailable
-    HTTP 429, 503 with Retry-After           → AirlineThrottled (the status probe keeps the header)
-    HTTP 5xx (seen by the status probe)      → AirlineUnavailable
+    HTTP 429, 503 with Retry-After           → AirlineThrottled (the call's record keeps the header)
+    HTTP 5xx (seen by the call's record)     → AirlineUnavailable
     HTTP 4xx, tool result with isError       → AirlineRejected
     protocol errors, unusable tool result    → AirlineBadResponse
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol, cast
 
 import httpx
@@ -25,18 +27,20 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, CallToolResult, TextContent
+from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, REQUEST_TIMEOUT, CallToolResult, TextContent
 
 from connectors.airlines import load_mapping
 from connectors.base import AirlineConnector, register_kind
 from connectors.kinds import normalise as N
 from connectors.kinds.boundary import MAPPING_ERRORS, api_key, guarded_search
 from connectors.kinds.http_call import error_for_status
+from connectors.kinds.mcp_pool import CALL, AttributingTransport, CallRecord, McpSessionPool
 from jetbridge.airlines import Airline
 from jetbridge.errors import (
     AirlineBadResponse,
     AirlineError,
     AirlineRejected,
+    AirlineThrottled,
     AirlineTimeout,
     AirlineUnavailable,
 )
@@ -48,6 +52,10 @@ __all__ = ["DEFAULT_MAPPING", "McpConnector", "McpMapping"]
 # module in the registry's ``mapping`` field.
 DEFAULT_MAPPING = "finnair"
 _MAX_TEXT_BYTES = 5 * 1024 * 1024
+# Long enough to pay for the handshake many times over; short enough that a server's rotated state
+# (keys, deployments behind a balancer) is picked up without a restart of ours.
+MAX_SESSION_AGE_S = 300.0
+_UNOWNED_TIMEOUT_S = 10.0
 
 
 class McpMapping(Protocol):
@@ -64,52 +72,34 @@ class McpMapping(Protocol):
     def parse(self, content: Any, *, airline: str, criteria: SearchCriteria) -> list[Offer]: ...
 
 
-class _StatusProbe(httpx2.AsyncBaseTransport):
-    """Forwards to the shared pool and remembers the latest POST's error status, which the SDK hides.
-
-    Latest, not first: a legacy server may refuse the discovery probe (4xx) before the SDK falls back
-    to the initialize handshake, and that refusal must not colour a later failure.
-    """
-
-    def __init__(self, pool: httpx2.AsyncBaseTransport) -> None:
-        self._pool = pool
-        self.error_status: int | None = None
-        self.retry_after: str | None = None
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = await self._pool.handle_async_request(request)
-        if request.method == "POST":
-            failed = response.status_code >= 400
-            self.error_status = response.status_code if failed else None
-            self.retry_after = response.headers.get("retry-after") if failed else None
-        return response
-
-    async def aclose(self) -> None:
-        """Leave the pool open: it outlives one call."""
-
-
 def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
     return [exc]
 
 
-def _classify(airline: str, exc: Exception, probe: _StatusProbe) -> AirlineError | None:
+def _classify(airline: str, exc: Exception, record: CallRecord) -> AirlineError | None:
     leaves = _leaves(exc)
     for leaf in leaves:
         if isinstance(leaf, AirlineError):
             return leaf
-    if any(isinstance(leaf, TimeoutError | httpx2.TimeoutException) for leaf in leaves):
+    transport_errors = [leaf for leaf in leaves if isinstance(leaf, httpx2.TransportError)]
+    if record.transport_error is not None:
+        transport_errors.insert(0, record.transport_error)
+    if any(isinstance(leaf, TimeoutError) for leaf in leaves) or any(
+        isinstance(error, httpx2.TimeoutException) for error in transport_errors
+    ):
         return AirlineTimeout(f"{airline}: MCP call timed out")
-    if any(isinstance(leaf, httpx2.TransportError) for leaf in leaves):
-        kind = next(type(leaf).__name__ for leaf in leaves if isinstance(leaf, httpx2.TransportError))
-        return AirlineUnavailable(f"{airline}: {kind}")
-    if probe.error_status is not None:
-        return error_for_status(airline, probe.error_status, probe.retry_after)
+    if transport_errors:
+        return AirlineUnavailable(f"{airline}: {type(transport_errors[0]).__name__}")
+    if record.error_status is not None:
+        return error_for_status(airline, record.error_status, record.retry_after)
     for leaf in leaves:
         if isinstance(leaf, MCPError):
             if leaf.code == INVALID_PARAMS:
                 return AirlineRejected(f"{airline}: MCP server refused the arguments")
+            if leaf.code == REQUEST_TIMEOUT:
+                return AirlineTimeout(f"{airline}: MCP call timed out")
             if leaf.code == CONNECTION_CLOSED:
                 return AirlineUnavailable(f"{airline}: MCP connection closed")
             return AirlineBadResponse(f"{airline}: MCP protocol error {leaf.code}")
@@ -144,14 +134,36 @@ class McpConnector:
         *,
         mapping: McpMapping | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
+        max_session_age_s: float = MAX_SESSION_AGE_S,
     ) -> None:
         required = ("TOOL_NAME", "auth_headers", "tool_arguments", "parse")
         self._airline = airline
         self._mapping = mapping or cast(McpMapping, load_mapping(airline.mapping or DEFAULT_MAPPING, required=required))
-        self._pool = transport or httpx2.AsyncHTTPTransport(
+        pool = transport or httpx2.AsyncHTTPTransport(
             limits=httpx2.Limits(max_connections=airline.concurrency, max_keepalive_connections=airline.concurrency),
             trust_env=False,
         )
+        # Every POST gets its call's budget from `AttributingTransport`; this timeout bounds only what no
+        # call owns (the SDK's GET stream and closing DELETE).
+        self._http = httpx2.AsyncClient(
+            transport=AttributingTransport(pool),
+            headers=self._mapping.auth_headers(api_key(airline).get_secret_value()),
+            timeout=httpx2.Timeout(_UNOWNED_TIMEOUT_S, connect=2.0),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        self._sessions = McpSessionPool(
+            self._open_client, size=max(1, airline.concurrency), max_age_s=max_session_age_s, name=airline.code
+        )
+
+    @property
+    def sessions(self) -> McpSessionPool:
+        """The connector's session pool (its counters are for tests and diagnostics)."""
+        return self._sessions
+
+    def _open_client(self) -> Client:
+        transport = streamable_http_client(self._airline.endpoint, http_client=self._http)
+        return Client(transport, cache=None)
 
     async def search(self, criteria: SearchCriteria, *, request_id: str, timeout_s: float) -> list[Offer]:
         async def call() -> list[Offer]:
@@ -163,34 +175,52 @@ class McpConnector:
                 _tool_content(self._airline.code, result), airline=self._airline.code, criteria=criteria
             )
 
-        # No slack: the MCP client runs on httpx2/anyio, not on the httpcore 1.x pool the slack protects,
-        # and its read timeout does not cover every wait.
+        # No slack: cancelling a call stops its wait for the answer; its POST runs in the session owner's
+        # task group, bounded by httpx2's own timeouts (`AttributingTransport`). At the 2026 protocol the
+        # SDK also aborts that POST; httpx2's pool survives it (tests/unit/test_connector_mcp_pool.py).
         return await guarded_search(
             self._airline, self.kind, request_id=request_id, timeout_s=timeout_s, search=call, slack_s=0.0
         )
 
     async def _call_tool(self, arguments: dict[str, Any], timeout_s: float) -> CallToolResult:
-        probe = _StatusProbe(self._pool)
-        headers = self._mapping.auth_headers(api_key(self._airline).get_secret_value())
-        async with httpx2.AsyncClient(
-            transport=probe,
-            headers=headers,
-            timeout=httpx2.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
-            follow_redirects=False,
-            trust_env=False,
-        ) as client:
+        record = CallRecord(deadline=asyncio.get_running_loop().time() + timeout_s)
+        token = CALL.set(record)
+        try:
+            session = await self._sessions.acquire(record)
+            # Kept unless the call shows the session itself is in doubt; a timed-out or cancelled call
+            # leaves it consistent (the SDK drops the late answer and sends the server a cancel).
+            reusable = True
             try:
-                transport = streamable_http_client(self._airline.endpoint, http_client=client)
-                async with Client(transport, read_timeout_seconds=timeout_s, cache=None) as session:
-                    return await session.call_tool(self._mapping.TOOL_NAME, arguments)
+                client = await self._sessions.wait_open(session)
+                return await client.call_tool(self._mapping.TOOL_NAME, arguments, read_timeout_seconds=timeout_s)
             except Exception as exc:
-                error = _classify(self._airline.code, exc, probe)
+                error = _classify(self._airline.code, exc, record)
+                reusable = _session_survives(error, record)
                 if error is None:
                     raise
                 raise error from exc
+            finally:
+                self._sessions.release(session, reusable=reusable)
+        finally:
+            CALL.reset(token)
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        await self._sessions.aclose()
+        await self._http.aclose()
+
+
+def _session_survives(error: AirlineError | None, record: CallRecord) -> bool:
+    """Whether a failed call leaves its session usable: the server answered, and not with 404 (unknown session).
+
+    A refused or reset connection may mean a restarted server that forgot a stateful session: reopen.
+    """
+    if isinstance(record.transport_error, httpx2.TimeoutException):
+        return True
+    if record.transport_error is not None or record.error_status == 404:
+        return False
+    return isinstance(error, AirlineRejected | AirlineThrottled | AirlineTimeout) or (
+        isinstance(error, AirlineUnavailable) and record.error_status is not None
+    )
 
 
 def _factory(airline: Airline, http: httpx.AsyncClient) -> AirlineConnector:

@@ -85,7 +85,9 @@ start() {
     -cp '$libs/*' kafka.Kafka '$state/server.properties'" >>"$logfile" 2>&1 </dev/null &
   echo $! >"$pidfile"
   local waited=0
-  until tail -c +"$((offset + 1))" "$logfile" 2>/dev/null | grep -q "Kafka Server started" && port_open "$port"; do
+  # Process substitution, not a pipe: under pipefail, `tail | grep -q` fails whenever grep stops reading early
+  # (tail gets SIGPIPE), which is exactly when a broker with many partitions has logged a lot at start-up.
+  until grep -q "Kafka Server started" <(tail -c +"$((offset + 1))" "$logfile" 2>/dev/null) && port_open "$port"; do
     if ! started_alive; then say "broker exited while starting; last lines of $logfile:"; tail -n 20 "$logfile" >&2; return 1; fi
     if (( waited >= 240 )); then say "not ready after 120 s; see $logfile"; return 1; fi
     sleep 0.5; waited=$((waited + 1))

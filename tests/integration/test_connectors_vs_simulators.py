@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from connectors.base import AirlineConnector, build_connector
+from connectors.kinds.mcp import McpConnector
 from infra.simulators import Simulators
 from jetbridge.errors import AirlineBadResponse, AirlineRejected, AirlineTimeout, AirlineUnavailable
 from jetbridge.http import build_http_client
@@ -214,23 +215,38 @@ async def test_airline_servers_answer_health_without_a_key_and_refuse_business_w
 
 
 def _mcp_client_tasks() -> set[asyncio.Task[object]]:
+    # The simulators run in this process too: only the client side (SDK, httpx2, session owners) counts.
     def from_client(task: asyncio.Task[object]) -> bool:
         code = getattr(task.get_coro(), "cr_code", None)
         filename = code.co_filename if code is not None else ""
-        return "/mcp/client/" in filename or "/httpx2/" in filename
+        return any(part in filename for part in ("/mcp/client/", "/httpx2/", "/connectors/kinds/mcp"))
 
     return {t for t in asyncio.all_tasks() if from_client(t)}
 
 
-async def test_mcp_searches_leave_no_background_task_behind(
-    connectors: dict[str, AirlineConnector], control: httpx.AsyncClient
+async def test_mcp_sessions_are_reused_through_faults_and_end_with_the_connector(
+    sims: Simulators, control: httpx.AsyncClient
 ) -> None:
-    for n in range(3):
-        await connectors["AY"].search(LHR_JFK, request_id=f"it-leak-{n}", timeout_s=BUDGET_S)
-    await set_fault(control, "AY", fault="slow", slow_ms=5_000)
-    with pytest.raises(AirlineTimeout):
-        await connectors["AY"].search(LHR_JFK, request_id="it-leak-slow", timeout_s=0.3)
-    assert _mcp_client_tasks() == set()
+    others = _mcp_client_tasks()  # the module's shared connectors keep their own sessions open
+    async with build_http_client(timeout_s=5.0) as http:
+        connector = McpConnector(sims.airline("AY"), http)
+        try:
+            for n in range(3):
+                assert await connector.search(LHR_JFK, request_id=f"it-reuse-{n}", timeout_s=BUDGET_S)
+            await set_fault(control, "AY", fault="slow", slow_ms=5_000)
+            with pytest.raises(AirlineTimeout):
+                await connector.search(LHR_JFK, request_id="it-reuse-slow", timeout_s=0.3)
+            await set_fault(control, "AY", fault="http_500")
+            with pytest.raises(AirlineUnavailable):
+                await connector.search(LHR_JFK, request_id="it-reuse-500", timeout_s=BUDGET_S)
+            await set_fault(control, "AY", fault="none")
+            assert await connector.search(LHR_JFK, request_id="it-reuse-healed", timeout_s=BUDGET_S)
+            # A timeout and a 500 leave the session usable: one handshake for the whole run.
+            assert connector.sessions.opened_count == 1
+            assert _mcp_client_tasks() - others
+        finally:
+            await connector.aclose()
+    assert _mcp_client_tasks() - others == set()
 
 
 async def test_the_simulator_command_serves_every_airline_and_stops_on_sigterm() -> None:

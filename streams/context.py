@@ -1,0 +1,53 @@
+"""What the stream stages share: settings, topic names, the airline registry, the codec and the airlines'
+health board, each opened once per process on first use. Nothing here knows faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from jetbridge.airlines import AirlineRegistry, load_registry
+from jetbridge.health_board import HealthBoard, shared_board
+from jetbridge.http import build_http_client
+from jetbridge.routing import SkipReason
+from jetbridge.runtime import open_codec
+from jetbridge.settings import Settings
+from jetbridge.topics import TopicNames, declared_topics
+from schemas.codec import AvroCodec
+
+__all__ = ["Send", "StreamContext"]
+
+# Produce to a topic (by name) and return once the broker acknowledged it: a stage acknowledges its source
+# event only after what it produced for it is durable (at-least-once).
+Send = Callable[[str, bytes | str | None, bytes, Sequence[tuple[str, bytes]]], Awaitable[None]]
+
+
+class StreamContext:
+    """What the agents share: settings, the airline registry and the codec (opened on first use)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.names = TopicNames(settings.topic_prefix)
+        self.airlines: AirlineRegistry = load_registry(settings.airlines_file)
+        self._codec: AvroCodec | None = None
+        self._lock = asyncio.Lock()
+
+    async def codec(self) -> AvroCodec:
+        if self._codec is None:
+            async with self._lock:
+                if self._codec is None:
+                    http = build_http_client(timeout_s=10.0, max_connections=10)
+                    specs = declared_topics(self.airlines, self.settings.topic_partitions, self.settings.topic_prefix)
+                    self._codec = await open_codec(self.settings, specs, http)
+        return self._codec
+
+    def health_board(self, codec: AvroCodec) -> HealthBoard:
+        """The airlines' shared health, followed in the background from the first call on."""
+        return shared_board(
+            self.names.airline_health, codec, {"bootstrap.servers": self.settings.kafka_bootstrap_servers}
+        )
+
+    def skip_reason(self, codec: AvroCodec) -> SkipReason:
+        """The router's question to the health board: why an airline should not be called at all."""
+        return self.health_board(codec).skip_reason
