@@ -51,9 +51,12 @@ async def _healthy(url: str) -> bool:
 
 @pytest.mark.parametrize("name", ["streams-1", "connectors-1"])
 async def test_a_worker_killed_with_sigkill_is_restarted_and_healthy_again(running: Stack, name: str) -> None:
-    before = _instance(running, name)
+    # `up` returns once every health URL answers; the supervisor's own probe marks the instance running a
+    # moment later (it probes a starting child every tick).
+    async with asyncio.timeout(15):
+        while (before := _instance(running, name)).state != "running":  # noqa: ASYNC110 - polling another process's state file
+            await asyncio.sleep(0.05)
     assert before.pid is not None
-    assert before.state == "running"
     killed_at = time.monotonic()
     os.kill(before.pid, signal.SIGKILL)
 
