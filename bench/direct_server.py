@@ -17,7 +17,7 @@ import argparse
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.base import AirlineConnector, build_connector
@@ -31,7 +31,7 @@ from jetbridge.runtime import run
 from jetbridge.settings import Settings, get_settings
 from mcp_bridge.server import AirlineInfo, airline_infos, build_server, serve_app
 from mcp_bridge.service import SearchResult, result_of
-from mcp_bridge.validation import validate_search
+from mcp_bridge.validation import SearchArguments, SearchRules
 from schemas.models import (
     AggregatorControl,
     AirlineResponse,
@@ -57,27 +57,23 @@ class DirectFanOut:
         self._connectors: dict[str, AirlineConnector] = {
             a.code: build_connector(a, self._http[a.code]) for a in registry
         }
+        self._rules = SearchRules.from_settings(settings, registry)
         self.searches = 0
 
-    async def search(self, arguments: dict[str, Any], *, client_id: str) -> SearchResult:
+    @property
+    def rules(self) -> SearchRules:
+        """The bridge's checks with this registry and these limits (the MCP tool parses arguments with them)."""
+        return self._rules
+
+    async def search(self, arguments: SearchArguments, *, client_id: str) -> SearchResult:
         started = time.monotonic()
         settings = self._settings
-        valid = validate_search(
-            **arguments,
-            registry=self._registry,
-            today=datetime.now(UTC).date(),
-            currency=settings.currency,
-            default_max_offers=settings.default_max_offers,
-            default_deadline_ms=settings.default_deadline_ms,
-            max_deadline_ms=settings.max_deadline_ms,
-        )
+        criteria = arguments.criteria(settings.currency)
         request_id = str(uuid.uuid4())
         created = now_utc()
-        deadline = created + timedelta(milliseconds=valid.deadline_ms)
+        deadline = created + timedelta(milliseconds=arguments.deadline_ms)
         # The router's own rule; no skip_reason, as the baseline has no shared breaker state to consult.
-        chosen = route(
-            self._registry, valid.criteria.origin, valid.criteria.destination, valid.airlines, deadline=deadline
-        )
+        chosen = route(self._registry, criteria.origin, criteria.destination, arguments.airlines, deadline=deadline)
         state = Aggregation(request_id=request_id, first_seen=created)
         state.add_plan(
             AggregatorControl(
@@ -87,13 +83,13 @@ class DirectFanOut:
                 reply_to="direct",
                 expected_airlines=chosen.codes,
                 not_served=chosen.not_served,
-                max_offers=valid.max_offers,
+                max_offers=arguments.max_offers,
                 deadline=deadline,
                 created_at=created,
             )
         )
         margin = timedelta(milliseconds=settings.connector_deadline_margin_ms)
-        calls = [self._call(a, valid.criteria, request_id, deadline, margin) for a in chosen.expected]
+        calls = [self._call(a, criteria, request_id, deadline, margin) for a in chosen.expected]
         # The gather is bounded by the deadline the same way the aggregator answers at it.
         remaining = (deadline - now_utc()).total_seconds()
         done, pending = await asyncio.wait([asyncio.ensure_future(c) for c in calls], timeout=max(0.0, remaining))

@@ -20,7 +20,9 @@ from mcp import Client
 
 __all__ = ["Sample", "open_loop"]
 
-_Job = tuple[dict[str, Any], "asyncio.Future[str]"]
+# What one search came back with: the reply's status, and each airline's status in the reply.
+_Answer = tuple[str, tuple[str, ...]]
+_Job = tuple[dict[str, Any], "asyncio.Future[_Answer]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +32,17 @@ class Sample:
     ok: bool
     status: str  # complete | partial | no_airlines | error | timeout
     warmup: bool
+    # One status per airline the reply names (ok, timeout, error, ...); empty without a reply.
+    airline_statuses: tuple[str, ...] = ()
 
 
-async def _call(client: Client, arguments: dict[str, Any]) -> str:
+async def _call(client: Client, arguments: dict[str, Any]) -> _Answer:
     result = await client.call_tool("search_offers", arguments)
     if result.is_error:
-        return "error"
+        return "error", ()
     structured = result.structured_content or {}
-    return str(structured.get("status", "error"))
+    airlines = structured.get("airlines") or []
+    return str(structured.get("status", "error")), tuple(str(a.get("status")) for a in airlines)
 
 
 class _Session:
@@ -50,12 +55,12 @@ class _Session:
         self.alive = True
         self._task = asyncio.create_task(self._run())
 
-    def submit(self, arguments: dict[str, Any]) -> asyncio.Future[str]:
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    def submit(self, arguments: dict[str, Any]) -> asyncio.Future[_Answer]:
+        future: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
         if self.alive:
             self._queue.put_nowait((arguments, future))
         else:
-            future.set_result("error")
+            future.set_result(("error", ()))
         return future
 
     async def _run(self) -> None:
@@ -77,16 +82,16 @@ class _Session:
             while not self._queue.empty():
                 job = self._queue.get_nowait()
                 if job is not None and not job[1].done():
-                    job[1].set_result("error")
+                    job[1].set_result(("error", ()))
 
     @staticmethod
-    async def _one(client: Client, arguments: dict[str, Any], future: asyncio.Future[str]) -> None:
+    async def _one(client: Client, arguments: dict[str, Any], future: asyncio.Future[_Answer]) -> None:
         try:
-            status = await _call(client, arguments)
+            answer = await _call(client, arguments)
         except Exception:  # noqa: BLE001 - a failed request is a data point
-            status = "error"
+            answer = ("error", ())
         if not future.done():
-            future.set_result(status)
+            future.set_result(answer)
 
     async def close(self) -> None:
         self._queue.put_nowait(None)
@@ -123,9 +128,9 @@ async def open_loop(
     async def one(i: int, scheduled: float) -> None:
         future = pool[i % len(pool)].submit(arguments(i))
         try:
-            status = await asyncio.wait_for(future, timeout_s)
+            status, airline_statuses = await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
-            status = "timeout"
+            status, airline_statuses = "timeout", ()
         latency = loop.time() - scheduled
         samples.append(
             Sample(
@@ -134,6 +139,7 @@ async def open_loop(
                 ok=status in ("complete", "partial", "no_airlines"),
                 status=status,
                 warmup=scheduled - start < warmup_s,
+                airline_statuses=airline_statuses,
             )
         )
 

@@ -12,7 +12,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-__all__ = ["percentile", "write_chart", "write_json", "write_summary"]
+__all__ = [
+    "percentile",
+    "write_chart",
+    "write_counts_chart",
+    "write_counts_summary",
+    "write_json",
+    "write_summary",
+]
 
 SYSTEMS = ("jetbridge", "baseline")
 
@@ -147,4 +154,146 @@ def write_summary(path: Path, results: dict[str, Any]) -> None:
         ]
         for name, row in soak["rss_mb"].items():
             lines.append(f"| {name} | {row['first']:.0f} | {row['last']:.0f} | {row['last'] - row['first']:+.0f} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# ---- the airline-count mode (jetbridge bench --airline-counts) ----
+
+
+def _measured(results: dict[str, Any], system: str, figure: str) -> tuple[list[int], list[float]]:
+    rows = [r for r in results["by_count"] if r[system] is not None]
+    return [r["airlines"] for r in rows], [r[system][figure] for r in rows]
+
+
+def write_counts_chart(path: Path, results: dict[str, Any]) -> None:
+    """CPU per search against airlines per search for both systems; Kafka events per search for Jetbridge."""
+    fig, (cpu, events) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110)
+    growth = results["growth"]
+    for system, style in (("jetbridge", "-"), ("baseline", "--")):
+        counts, values = _measured(results, system, "cpu_ms_per_search")
+        slope = growth["cpu_ms_per_added_airline"][system]
+        label = system if slope is None else f"{system} ({slope:+.1f} ms per added airline)"
+        cpu.plot(counts, values, style, marker="o", label=label)
+    cpu.set_xlabel("airlines per search")
+    cpu.set_ylabel("CPU per search, own processes (ms)")
+    cpu.set_ylim(bottom=0)
+    cpu.set_title("CPU per search")
+    counts, totals = _measured(results, "jetbridge", "kafka_events_per_search")
+    _, calls = _measured(results, "jetbridge", "calls")
+    _, responses = _measured(results, "jetbridge", "responses")
+    events.plot(counts, totals, "-", marker="o", label="all topics")
+    both = [c + r for c, r in zip(calls, responses, strict=True)]
+    events.plot(counts, both, ":", marker="s", label="calls + responses")
+    events.set_xlabel("airlines per search")
+    events.set_ylabel("Kafka events per search")
+    events.set_ylim(bottom=0)
+    events.set_title("Jetbridge: Kafka events per search (baseline: none)")
+    for ax in (cpu, events):
+        ax.set_xticks([r["airlines"] for r in results["by_count"]])
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"Cost against airlines per search at {results['rate']:g} searches/s, "
+        f"{results['machine']['cpus']} cores, {results['date'][:10]}"
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _triple(latency: dict[str, float]) -> str:
+    return " / ".join(_fmt(latency[q]) for q in ("p50", "p95", "p99"))
+
+
+def _errors(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "not run"
+    return f"{row['error_rate'] * 100:.2f} % ({row['errors']} of {row['requests']})"
+
+
+def write_counts_summary(path: Path, results: dict[str, Any]) -> None:
+    cfg = results["config"]
+    airlines = results["airlines"]
+    latencies = sorted({a["latency_ms"] for a in airlines})
+    counts = [r["airlines"] for r in results["by_count"]]
+    lines = [
+        f"# Jetbridge benchmark: cost against airlines per search, {results['date']}",
+        "",
+        f"Machine: {results['machine']['cpus']} cores, {results['machine']['memory_gb']} GiB, "
+        f"{results['machine']['platform']}, Python {results['machine']['python']}. Everything on one machine.",
+        f"Load: open-loop MCP `search_offers` {results['route']} at {results['rate']:g}/s over {cfg['sessions']} "
+        "streamable-HTTP sessions, each search asking for exactly N airlines (the tool's `airlines` argument) of "
+        f"{len(airlines)} synthetic airlines that all fly {results['route']} (connector kinds ndc, rest, mcp in "
+        f"turn; fixed latencies {', '.join(map(str, latencies))} ms in turn, no jitter), one stack and one baseline "
+        f"serving every N. Deadline {cfg['deadline_ms']} ms, warm-up {cfg['warmup_s']} s excluded, {cfg['hold_s']} s "
+        "measured per N and system, systems alternated at each N.",
+        "",
+        "## Cost and latency by airlines per search",
+        "",
+        "| airlines | JB CPU/search (ms) | base CPU/search (ms) | CPU ratio | JB Kafka events/search"
+        " | JB p50 / p95 / p99 (ms) | base p50 / p95 / p99 (ms) | added p50 / p95 / p99 (ms)"
+        " | JB errors | base errors |",
+        "|---:|---:|---:|---:|---:|---|---|---|---:|---:|",
+    ]
+    for row in results["by_count"]:
+        jb, base, added = row["jetbridge"], row["baseline"], row["added_latency_ms"]
+        a = jb["cpu_ms_per_search"] if jb else None
+        b = base["cpu_ms_per_search"] if base else None
+        lines.append(
+            f"| {row['airlines']} | {_fmt(a, 1)} | {_fmt(b, 1)} | {_fmt(a / b if a and b else None, 2)} "
+            f"| {_fmt(jb['kafka_events_per_search'] if jb else None, 2)} "
+            f"| {_triple(jb['latency_ms']) if jb else '-'} | {_triple(base['latency_ms']) if base else '-'} "
+            f"| {_triple(added) if added else '-'} | {_errors(jb)} | {_errors(base)} |"
+        )
+    growth = results["growth"]
+    cpu_growth = growth["cpu_ms_per_added_airline"]
+    if growth["kafka_events_per_added_airline"] is not None:
+        lines += [
+            "",
+            f"Each added airline per search (least-squares slope over N = {', '.join(map(str, counts))}) costs "
+            f"Jetbridge {_fmt(cpu_growth['jetbridge'], 1)} ms of CPU and "
+            f"{_fmt(growth['kafka_events_per_added_airline'], 2)} Kafka events (its call and its response), "
+            f"the baseline {_fmt(cpu_growth['baseline'], 1)} ms of CPU.",
+        ]
+    if results.get("saturated_at"):
+        lines += [
+            "",
+            "Not kept up (p99 at or past the deadline, or over 5 % errors; larger N not run): "
+            + ", ".join(f"{k} with {v} airlines" for k, v in results["saturated_at"].items()),
+        ]
+    processes = list(results["peak_rss_mb"]["jetbridge"])
+    lines += [
+        "",
+        "## Jetbridge CPU per search by process (ms)",
+        "",
+        "| airlines | " + " | ".join(processes) + " | total |",
+        "|---:|" + "---:|" * (len(processes) + 1),
+    ]
+    for row in results["by_count"]:
+        jb = row["jetbridge"]
+        if jb is None:
+            continue
+        by = jb["cpu_ms_per_search_by_process"]
+        cells = " | ".join(_fmt(by.get(p), 1) for p in processes)
+        lines.append(f"| {row['airlines']} | {cells} | {_fmt(jb['cpu_ms_per_search'], 1)} |")
+    lines += ["", "Kafka events per search by topic (Jetbridge):", ""]
+    for run in results["runs"]:
+        if run["system"] == "jetbridge":
+            events = run["kafka_events_per_request"]
+            airline_topics = sum(v for t, v in events.items() if ".airline." in t and t.endswith(".calls.v1"))
+            others = ", ".join(
+                f"{t} {v:.2f}" for t, v in events.items() if t != "total" and not (".airline." in t and ".calls." in t)
+            )
+            lines.append(
+                f"- {run['airline_count']} airlines: total {events.get('total', 0):.2f}; "
+                f"calls topics {airline_topics:.2f}; {others}"
+            )
+    peak = results["peak_rss_mb"]
+    lines += [
+        "",
+        "Peak RSS per process over the run (MB): "
+        + ", ".join(f"{k} {v:.0f}" for group in ("jetbridge", "baseline", "shared") for k, v in peak[group].items()),
+        "",
+        "The synthetic registry is `airlines.toml` beside this file; every figure is in `results.json`.",
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

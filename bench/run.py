@@ -6,6 +6,15 @@ same machine, against the same simulators at fixed latencies.
 Starts what is missing (`jetbridge up`, the baseline server), sets every simulated airline to a fixed
 latency, runs, restores the simulators and stops the baseline, then writes ``results.json``,
 ``latency.png`` and ``summary.md`` into ``bench/results/<timestamp>/`` (and ``bench/results/latest/``).
+
+    jetbridge bench --airline-counts 5,10,20 [--airline-counts-rate 10]
+
+How cost grows with the number of airlines a search fans out to: a registry of max(N) synthetic airlines
+that all fly LHR-JFK (``bench/synthetic_airlines.py``), the stack restarted with it and brought back
+afterwards (``bench/registry_switch.py``), then for each N both systems, alternated, at one offered rate,
+every search asking for exactly N airlines (the tool's ``airlines`` argument). Writes ``results.json``,
+``airline-counts.png`` and ``summary.md`` into ``bench/results/<timestamp>/`` (and
+``bench/results/latest-airline-counts/``).
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,13 +39,26 @@ import psutil
 
 from bench.load import Sample, open_loop
 from bench.measure import ProcessMeter, topic_end_offsets
-from bench.report import percentile, write_chart, write_json, write_summary
+from bench.registry_switch import previous_stack, registry_path, restore, running_registry, switch_registry
+from bench.report import (
+    percentile,
+    write_chart,
+    write_counts_chart,
+    write_counts_summary,
+    write_json,
+    write_summary,
+)
+from bench.synthetic_airlines import ROUTE, SyntheticAirline, synthetic_fleet, write_registry
+from infra.stack.state import StackFiles
+from jetbridge.airlines import DEFAULT_REGISTRY, load_registry
 from jetbridge.errors import ConfigurationError
 from jetbridge.settings import REPO_ROOT, Settings
+from jetbridge.topics import TopicNames
 
-__all__ = ["BenchConfig", "run_benchmark"]
+__all__ = ["BenchConfig", "run_airline_counts", "run_benchmark"]
 
 Say = Callable[[str], None]
+Writer = Callable[[Path, dict[str, Any]], None]
 
 DEFAULT_LATENCY_MS = {"BA": 100, "AA": 120, "VS": 140, "DL": 160, "AY": 180}
 JETBRIDGE_PROCESSES = ("bridge", "streams", "connectors", "kafka", "registry")
@@ -53,20 +76,32 @@ class BenchConfig:
     baseline_port: int = 8089
     soak_s: float = 0.0
     soak_rate: float = 20.0
+    # Load before the first measured rate, not measured: a broker just started compiles its hot paths (JIT)
+    # for a minute or so, and that CPU is not what a search costs (measured: Kafka at 10/s 25.1 ms per search
+    # right after `jetbridge up`, 7.9 ms a run later on the same broker).
+    stack_warmup_s: float = 45.0
     out_dir: Path = REPO_ROOT / "bench" / "results"
+    # The airline-count mode (run_airline_counts): numbers of airlines per search, at one offered rate,
+    # the synthetic airlines' fixed latencies taken in turn.
+    airline_counts: list[int] = field(default_factory=list)
+    airline_counts_rate: float = 10.0
+    synthetic_latency_ms: list[int] = field(default_factory=lambda: list(DEFAULT_LATENCY_MS.values()))
 
 
-def _arguments(deadline_ms: int) -> Callable[[int], dict[str, Any]]:
+def _arguments(deadline_ms: int, airlines: Sequence[str] | None = None) -> Callable[[int], dict[str, Any]]:
     today = datetime.now(UTC).date()
 
     def make(i: int) -> dict[str, Any]:
-        return {
+        arguments: dict[str, Any] = {
             "origin": "LHR",
             "destination": "JFK",
             "departure_date": (today + timedelta(days=7 + i % 60)).isoformat(),
             "adults": 1 + i % 2,
             "deadline_ms": deadline_ms,
         }
+        if airlines is not None:
+            arguments["airlines"] = list(airlines)
+        return arguments
 
     return make
 
@@ -77,6 +112,42 @@ def _baseline_env(settings: Settings) -> dict[str, str]:
     if settings.airlines_file is not None:
         env["JB_AIRLINES_FILE"] = str(settings.airlines_file)
     return env
+
+
+@contextlib.asynccontextmanager
+async def _baseline_running(settings: Settings, port: int, control_url: str) -> AsyncIterator[int]:
+    """The direct fan-out baseline on ``port``, healthy; yields its PID. On exit the simulators are reset and
+    the baseline stopped."""
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.log_dir / "direct-baseline.log").open("ab") as log:
+        baseline = subprocess.Popen(  # noqa: ASYNC220 - returns at once; health is polled below
+            [sys.executable, "-m", "bench.direct_server", "--port", str(port)],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_baseline_env(settings),
+        )
+        try:
+            await _wait_http(f"http://127.0.0.1:{port}/health")
+            yield baseline.pid
+        finally:
+            await _reset_simulators(control_url)
+            baseline.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                baseline.wait(timeout=15)
+            if baseline.poll() is None:
+                baseline.kill()
+
+
+def _kafka_prefixes(settings: Settings) -> tuple[str, ...]:
+    """Topics counted as Jetbridge's events: this deployment's, behind its topic prefix."""
+    return tuple(settings.topic_prefix + p for p in KAFKA_PREFIXES)
+
+
+def _jetbridge_processes(settings: Settings) -> tuple[str, ...]:
+    """Jetbridge's own processes; Kafka and the registry when this machine runs them (not for an external cluster)."""
+    own_infra = [n for n in ("kafka", "registry") if (settings.run_dir / f"{n}.pid").exists()]
+    return tuple(n for n in JETBRIDGE_PROCESSES if n not in ("kafka", "registry") or n in own_infra)
 
 
 def _pid(settings: Settings, name: str) -> int:
@@ -107,6 +178,7 @@ def _summarise(system: str, rate: float, samples: list[Sample], cpu: dict[str, f
     ok = [s.latency_s * 1000 for s in measured if s.ok]
     errors = len(measured) - len(ok)
     n = max(1, len(measured))
+    per_reply = Counter(len(s.airline_statuses) for s in measured if s.ok)
     return {
         "system": system,
         "rate": rate,
@@ -125,6 +197,9 @@ def _summarise(system: str, rate: float, samples: list[Sample], cpu: dict[str, f
         },
         "cpu_s_per_request": {name: round(v / n, 5) for name, v in cpu.items()}
         | {"total": round(sum(cpu.values()) / n, 5)},
+        # How many airlines each answered search named, and how each of them answered.
+        "airlines_per_reply": {str(k): per_reply[k] for k in sorted(per_reply)},
+        "airline_statuses": dict(sorted(Counter(st for s in measured for st in s.airline_statuses).items())),
     }
 
 
@@ -135,6 +210,7 @@ async def _measure(
     config: BenchConfig,
     meter: ProcessMeter,
     own: tuple[str, ...],
+    arguments: Callable[[int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     marks: dict[str, Any] = {}
 
@@ -147,7 +223,7 @@ async def _measure(
         rate=rate,
         warmup_s=config.warmup_s,
         hold_s=config.hold_s,
-        arguments=_arguments(config.deadline_ms),
+        arguments=arguments or _arguments(config.deadline_ms),
         timeout_s=config.deadline_ms / 1000 + 2.0,
         sessions=config.sessions,
         on_measured_start=measured_start,
@@ -209,26 +285,16 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
         from infra.stack.control import up
 
         await up(settings, say)
+        _check_registry(settings, say)
     control_url = f"http://{settings.simulator_host}:{settings.simulator_control_port}"
     baseline_url = f"http://127.0.0.1:{config.baseline_port}/mcp"
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
-    log = (settings.log_dir / "direct-baseline.log").open("ab")
-    baseline = subprocess.Popen(  # noqa: ASYNC220 - returns at once; health is polled below
-        [sys.executable, "-m", "bench.direct_server", "--port", str(config.baseline_port)],
-        cwd=REPO_ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=_baseline_env(settings),
-    )
-    try:
-        await _wait_http(f"http://127.0.0.1:{config.baseline_port}/health")
+    prefixes = _kafka_prefixes(settings)
+    async with _baseline_running(settings, config.baseline_port, control_url) as baseline_pid:
         await _configure_simulators(control_url, config.airline_latency_ms)
-        # Kafka and the registry are measured when this machine runs them (not for an external cluster).
-        own_infra = [n for n in ("kafka", "registry") if (settings.run_dir / f"{n}.pid").exists()]
-        jetbridge_processes = tuple(n for n in JETBRIDGE_PROCESSES if n not in ("kafka", "registry") or n in own_infra)
+        jetbridge_processes = _jetbridge_processes(settings)
         pids = {name: _pid(settings, name) for name in jetbridge_processes}
         pids |= {
-            "direct-baseline": baseline.pid,
+            "direct-baseline": baseline_pid,
             "simulators": _pid(settings, "simulators"),
             "load-generator": os.getpid(),
         }
@@ -237,6 +303,24 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
         runs: list[dict[str, Any]] = []
         started = time.monotonic()
         saturated: dict[str, float] = {}
+        if config.stack_warmup_s > 0:
+            # At a busy but sustainable rate: the broker compiles what it runs most, sooner under more load.
+            warm_rate = max(config.rates[0], min(config.rates[-1], 30.0))
+            say(
+                f"bench: warming both systems up, {config.stack_warmup_s:g} s each at {warm_rate:g}/s "
+                "(not measured: a freshly started broker is still compiling its hot paths)"
+            )
+            for url in (settings.bridge_url, baseline_url):
+                await open_loop(
+                    url,
+                    rate=warm_rate,
+                    warmup_s=0.0,
+                    hold_s=config.stack_warmup_s,
+                    arguments=_arguments(config.deadline_ms),
+                    timeout_s=config.deadline_ms / 1000 + 2.0,
+                    sessions=config.sessions,
+                )
+            await _settle(meter, tuple(pids))
         for rate in config.rates:
             for system, url, own in (
                 ("jetbridge", settings.bridge_url, jetbridge_processes),
@@ -246,14 +330,14 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
                     say(f"bench: {system} at {rate:g}/s skipped: it already failed at {saturated[system]:g}/s")
                     continue
                 say(f"bench: {system} at {rate:g}/s ({config.warmup_s:g} s warm-up + {config.hold_s:g} s)")
-                before = await topic_end_offsets(settings.kafka_bootstrap_servers, KAFKA_PREFIXES)
+                before = await topic_end_offsets(settings.kafka_bootstrap_servers, prefixes)
                 row = await _measure(url, system, rate, config, meter, own)
-                after = await topic_end_offsets(settings.kafka_bootstrap_servers, KAFKA_PREFIXES)
+                after = await topic_end_offsets(settings.kafka_bootstrap_servers, prefixes)
                 sent = round((config.warmup_s + config.hold_s) * rate)
                 row["kafka_events_per_request"] = _events(before, after, sent)
                 runs.append(row)
                 # Past this point a system only queues up work; higher rates would measure the queue.
-                if row["error_rate"] > 0.05 or not row["latency_ms"]["p99"] < config.deadline_ms:
+                if _failed(row, config.deadline_ms):
                     saturated[system] = rate
                 await _settle(meter, own)
                 lat = row["latency_ms"]
@@ -288,15 +372,232 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
             "kafka_events_per_request": events,
             "soak": soak,
         }
-        return _write(results, config.out_dir)
+        return _write(config.out_dir, results, _REPORTS, latest="latest")
+
+
+def _failed(row: dict[str, Any], deadline_ms: int) -> bool:
+    """A run where the system did not keep up: p99 at the deadline, or over 5 % errors."""
+    return bool(row["error_rate"] > 0.05 or not row["latency_ms"]["p99"] < deadline_ms)
+
+
+def _check_registry(settings: Settings, say: Say) -> None:
+    """Say so when the running stack reads another airline registry than the one asked for (an interrupted
+    ``--airline-counts`` run, say): the figures would be of other airlines."""
+    running = running_registry(settings)
+    wanted = registry_path(str(settings.airlines_file or DEFAULT_REGISTRY))
+    if running is not None and running != wanted:
+        say(
+            f"bench: note: the running stack reads the airline registry {running}, not {wanted}; "
+            "`jetbridge down` then `jetbridge up` to measure the one asked for"
+        )
+
+
+async def run_airline_counts(settings: Settings, config: BenchConfig, say: Say) -> Path:
+    """Cost against the number of airlines per search, both systems at one rate; returns the results folder.
+
+    Restarts the stack with a registry of synthetic airlines and brings back what ran before, whatever happens.
+    """
+    counts = sorted(set(config.airline_counts))
+    if not counts:
+        raise ConfigurationError("no airline counts to measure")
+    taken = set(load_registry(settings.airlines_file).codes()) | set(load_registry(DEFAULT_REGISTRY).codes())
+    fleet = synthetic_fleet(
+        counts[-1], taken=taken, latencies_ms=config.synthetic_latency_ms, host=settings.simulator_host
+    )
+    registry = write_registry(
+        settings.home / "bench" / f"airlines-{counts[-1]}.toml",
+        fleet,
+        defaults_from=settings.airlines_file or DEFAULT_REGISTRY,
+    )
+    say(
+        f"bench: airline counts {', '.join(map(str, counts))} at {config.airline_counts_rate:g}/s: registry of "
+        f"{_airlines(len(fleet))} (synthetic) flying {'-'.join(ROUTE)} (ndc, rest, mcp in turn): {registry}"
+    )
+    previous = await previous_stack(settings)
+    scale_settings = settings.model_copy(update={"airlines_file": registry})
+    try:
+        await switch_registry(settings, registry, previous, say)
+        await _check_fleet(scale_settings, [a.code for a in fleet], say)
+        results = await _measure_counts(scale_settings, config, counts, fleet, say)
     finally:
-        await _reset_simulators(control_url)
-        baseline.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            baseline.wait(timeout=15)
-        if baseline.poll() is None:
-            baseline.kill()
-        log.close()
+        await restore(settings, previous, say)
+    results["registry_file"] = str(registry)
+    return _write(config.out_dir, results, _COUNTS_REPORTS, latest="latest-airline-counts")
+
+
+def _airlines(n: int) -> str:
+    return f"{n} airline" if n == 1 else f"{n} airlines"
+
+
+def _copy_registry(path: Path, results: dict[str, Any]) -> None:
+    shutil.copyfile(results["registry_file"], path)
+
+
+async def _check_fleet(settings: Settings, codes: list[str], say: Say) -> None:
+    """Every synthetic airline is simulated, has its calls topic, and a connector consumer placed in its group."""
+    control = f"http://{settings.simulator_host}:{settings.simulator_control_port}"
+    names = TopicNames(settings.topic_prefix)
+    topics = await topic_end_offsets(settings.kafka_bootstrap_servers, (settings.topic_prefix + "jb.airline.",))
+    plan = StackFiles(settings.run_dir, settings.log_dir).read_plan()
+    placed: set[str] = set()
+    async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
+        simulated = set((await http.get(f"{control}/health")).json().get("airlines", []))
+        for spec in plan.instances if plan is not None else ():
+            if spec.kind == "connectors":
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    report = (await http.get(spec.health_url)).json()
+                    placed |= {code for code, ok in report.get("placed", {}).items() if ok}
+    problems = [
+        f"{what}: {', '.join(missing)}"
+        for what, missing in (
+            ("not simulated", [c for c in codes if c not in simulated]),
+            ("no calls topic", [c for c in codes if names.calls(c) not in topics]),
+            ("no connector consumer placed", [c for c in codes if c not in placed]),
+        )
+        if missing
+    ]
+    if problems:
+        raise ConfigurationError("the stack does not serve every synthetic airline: " + "; ".join(problems))
+    say(f"bench: {_airlines(len(codes))} simulated, each with its calls topic and a connector consumer placed")
+
+
+async def _measure_counts(
+    settings: Settings, config: BenchConfig, counts: list[int], fleet: list[SyntheticAirline], say: Say
+) -> dict[str, Any]:
+    control_url = f"http://{settings.simulator_host}:{settings.simulator_control_port}"
+    baseline_url = f"http://127.0.0.1:{config.baseline_port}/mcp"
+    prefixes = _kafka_prefixes(settings)
+    rate = config.airline_counts_rate
+    async with _baseline_running(settings, config.baseline_port, control_url) as baseline_pid:
+        await _configure_simulators(control_url, {a.code: a.latency_ms for a in fleet})
+        jetbridge_processes = _jetbridge_processes(settings)
+        pids = {name: _pid(settings, name) for name in jetbridge_processes}
+        pids |= {
+            "direct-baseline": baseline_pid,
+            "simulators": _pid(settings, "simulators"),
+            "load-generator": os.getpid(),
+        }
+        meter = ProcessMeter(pids)
+        meter.start()
+        started = time.monotonic()
+        runs: list[dict[str, Any]] = []
+        saturated: dict[str, int] = {}
+        for n in counts:
+            codes = [a.code for a in fleet[:n]]
+            for system, url, own in (
+                ("jetbridge", settings.bridge_url, jetbridge_processes),
+                ("baseline", baseline_url, ("direct-baseline",)),
+            ):
+                if system in saturated:
+                    failed = _airlines(saturated[system])
+                    say(f"bench: {_airlines(n)}, {system} skipped: it already failed with {failed}")
+                    continue
+                hold = f"{config.warmup_s:g} s warm-up + {config.hold_s:g} s"
+                say(f"bench: {_airlines(n)}, {system} at {rate:g}/s ({hold})")
+                before = await topic_end_offsets(settings.kafka_bootstrap_servers, prefixes)
+                row = await _measure(url, system, rate, config, meter, own, _arguments(config.deadline_ms, codes))
+                after = await topic_end_offsets(settings.kafka_bootstrap_servers, prefixes)
+                sent = round((config.warmup_s + config.hold_s) * rate)
+                row["airline_count"] = n
+                row["kafka_events_per_request"] = _events(before, after, sent)
+                runs.append(row)
+                # More airlines only cost more: a system that failed here is not measured further.
+                if _failed(row, config.deadline_ms):
+                    saturated[system] = n
+                await _settle(meter, own)
+                lat = row["latency_ms"]
+                say(
+                    f"       p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, "
+                    f"errors {row['error_rate'] * 100:.2f} %, CPU {row['cpu_s_per_request']['total'] * 1000:.1f} "
+                    f"ms/search, {row['kafka_events_per_request']['total']:g} Kafka events/search"
+                )
+        await meter.stop()
+        peak = meter.peak_rss_mb()
+    by_count = _by_count(runs, counts)
+    return {
+        "mode": "airline_counts",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "config": {k: v for k, v in asdict(config).items() if k not in ("out_dir", "rates", "soak_s", "soak_rate")},
+        "duration_s": round(time.monotonic() - started, 1),
+        "route": "-".join(ROUTE),
+        "rate": rate,
+        "airlines": [{"code": a.code, "kind": a.kind, "mapping": a.mapping, "latency_ms": a.latency_ms} for a in fleet],
+        "runs": runs,
+        "by_count": by_count,
+        "growth": _growth(by_count),
+        "saturated_at": saturated,
+        "peak_rss_mb": {
+            "jetbridge": {k: peak[k] for k in jetbridge_processes},
+            "baseline": {"direct-baseline": peak["direct-baseline"]},
+            "shared": {"simulators": peak["simulators"], "load-generator": peak["load-generator"]},
+        },
+    }
+
+
+def _calls_and_responses(events: dict[str, float]) -> dict[str, float]:
+    calls = sum(v for t, v in events.items() if ".airline." in t and t.endswith(".calls.v1"))
+    responses = sum(v for t, v in events.items() if t.endswith("airline-responses.v1"))
+    return {"calls": round(calls, 2), "responses": round(responses, 2)}
+
+
+def _by_count(runs: list[dict[str, Any]], counts: list[int]) -> list[dict[str, Any]]:
+    """One row per airline count: both systems' figures side by side, and Jetbridge's added latency."""
+    by = {(r["system"], r["airline_count"]): r for r in runs}
+    rows = []
+    for n in counts:
+        row: dict[str, Any] = {"airlines": n}
+        for system in ("jetbridge", "baseline"):
+            run = by.get((system, n))
+            if run is None:
+                row[system] = None
+                continue
+            events = run["kafka_events_per_request"]
+            row[system] = {
+                "cpu_ms_per_search": round(run["cpu_s_per_request"]["total"] * 1000, 2),
+                "cpu_ms_per_search_by_process": {
+                    k: round(v * 1000, 2) for k, v in run["cpu_s_per_request"].items() if k != "total"
+                },
+                "kafka_events_per_search": events.get("total", 0.0),
+                **_calls_and_responses(events),
+                "latency_ms": {q: run["latency_ms"][q] for q in ("p50", "p95", "p99")},
+                "requests": run["requests"],
+                "errors": run["errors"],
+                "error_rate": run["error_rate"],
+                "statuses": run["statuses"],
+            }
+        jb, base = row["jetbridge"], row["baseline"]
+        row["added_latency_ms"] = (
+            {q: round(jb["latency_ms"][q] - base["latency_ms"][q], 1) for q in ("p50", "p95", "p99")}
+            if jb is not None and base is not None
+            else None
+        )
+        rows.append(row)
+    return rows
+
+
+def _slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of y over x; None with fewer than two distinct x."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    num = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    den = sum((x - mean_x) ** 2 for x, _ in points)
+    return num / den
+
+
+def _growth(by_count: list[dict[str, Any]]) -> dict[str, Any]:
+    """What one more airline per search costs (least-squares slopes over the counts measured)."""
+    growth: dict[str, Any] = {"cpu_ms_per_added_airline": {}, "kafka_events_per_added_airline": None}
+    for system in ("jetbridge", "baseline"):
+        points = [(r["airlines"], r[system]["cpu_ms_per_search"]) for r in by_count if r[system] is not None]
+        slope = _slope(points)
+        growth["cpu_ms_per_added_airline"][system] = None if slope is None else round(slope, 2)
+    events = [(r["airlines"], r["jetbridge"]["kafka_events_per_search"]) for r in by_count if r["jetbridge"]]
+    slope = _slope(events)
+    growth["kafka_events_per_added_airline"] = None if slope is None else round(slope, 2)
+    return growth
 
 
 async def _soak(settings: Settings, config: BenchConfig, pids: dict[str, int], say: Say) -> dict[str, Any]:
@@ -357,13 +658,23 @@ def _sustained(runs: list[dict[str, Any]], system: str, deadline_ms: int) -> flo
     return best
 
 
-def _write(results: dict[str, Any], out_dir: Path) -> Path:
+def _write(out_dir: Path, results: dict[str, Any], writers: dict[str, Writer], *, latest: str) -> Path:
+    """Every file of ``writers`` into ``out_dir/<time>/``, the folder then copied to ``out_dir/<latest>/``."""
     folder = out_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "results.json", results)
-    write_chart(folder / "latency.png", results)
-    write_summary(folder / "summary.md", results)
-    latest = out_dir / "latest"
-    shutil.rmtree(latest, ignore_errors=True)
-    shutil.copytree(folder, latest)
+    for name, writer in writers.items():
+        writer(folder / name, results)
+    latest_folder = out_dir / latest
+    shutil.rmtree(latest_folder, ignore_errors=True)
+    shutil.copytree(folder, latest_folder)
     return folder
+
+
+# The files of a results folder, each with the function that writes it from the results.
+_REPORTS: dict[str, Writer] = {"results.json": write_json, "latency.png": write_chart, "summary.md": write_summary}
+_COUNTS_REPORTS: dict[str, Writer] = {
+    "results.json": write_json,
+    "airline-counts.png": write_counts_chart,
+    "summary.md": write_counts_summary,
+    "airlines.toml": _copy_registry,
+}

@@ -75,6 +75,10 @@ BACKSTOP_S = 2.0
 # While every slot is busy the worker still polls this often, so the group keeps it (max.poll.interval.ms)
 # and rebalances are served, even when calls are held for a long time by an unwritable DLQ.
 _SATURATED_POLL_S = 0.5
+# How long one poll waits for calls when there are none. Each wait is a trip to the consumer's thread and
+# back; with one consumer per airline, idle polling at 0.1 s cost a worker 2.6 ms of CPU per airline per
+# second (issue 8: 20 synthetic airlines, `jetbridge bench --airline-counts`).
+_IDLE_POLL_S = 0.5
 # Calls waiting in memory for the airline's rate limit before the worker stops fetching: one fetch batch.
 _BACKLOG_LIMIT = 64
 # Outcome labels of jb_airline_calls_total for calls the airline never saw or asked us to slow down.
@@ -321,7 +325,9 @@ class ConnectorWorker:
                     paused = False
                 # Below the limit the worker keeps fetching while calls wait for a token: a new call that cannot
                 # get one before its deadline is answered at once instead of waiting on the topic for nothing.
-                poll_s = 0.0 if paused else min(token_wait, 0.1) if token_wait is not None else 0.1
+                # The poll returns as soon as a call arrives, so waiting longer adds no latency; it only bounds
+                # how soon a commit or a stop queued behind it on the consumer's thread runs.
+                poll_s = 0.0 if paused else min(token_wait, _IDLE_POLL_S) if token_wait is not None else _IDLE_POLL_S
                 messages = await self._consumer.consume(64, poll_s)
                 for message in messages:
                     if message.error() is not None:
@@ -444,6 +450,10 @@ class ConnectorWorker:
             await self._commit()
 
     async def _commit(self) -> None:
+        if not self._tracker.committable():
+            # Nothing finished since the last commit (the tracker is thread-safe): no trip to the consumer's
+            # thread. Idle, that trip was most of a worker's CPU: 5 a second per airline.
+            return
         chosen: list[Commit] = []
 
         def choose() -> list[TopicPartition]:

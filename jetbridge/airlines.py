@@ -1,70 +1,87 @@
 """The airline registry: which airlines exist, how to reach them, which routes they serve, and how they are
 protected from us (retry policy per operation, circuit breaker, rate limit).
 
-One TOML file (`connectors/airlines.toml` by default) is the whole registry; see its header for fields. Its
-``[defaults]`` table gives every airline's protection; an airline's own tables override it field by field.
+One TOML file (`connectors/airlines.toml` by default) is the whole registry; its header describes every field.
+Its ``[defaults]`` table gives every airline's protection; an airline's own tables override it field by field.
+Every table is read by a strict model: a field it does not know (a typo such as ``latncy_ms``) or a value that
+cannot work stops the process at load with a `ConfigurationError` naming the file, the table and the field.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from jetbridge.errors import ConfigurationError, JetbridgeError
 from jetbridge.reference import airports, routes_by_airline
 
 __all__ = [
     "DEFAULT_REGISTRY",
+    "OPERATIONS",
     "Airline",
     "AirlineRegistry",
     "BreakerPolicy",
+    "ConnectorKind",
     "RateLimit",
     "RetryPolicy",
     "load_registry",
 ]
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "connectors" / "airlines.toml"
-_KINDS = frozenset({"ndc", "rest", "mcp"})
 # Operations an airline call can be; each has its own retry policy (order operations come with booking).
 OPERATIONS = frozenset({"search"})
+DEFAULT_TIMEOUT_MS = 2500
+DEFAULT_CONCURRENCY = 16
 
 
-def _check(ok: bool, what: str) -> None:
-    if not ok:
-        raise ConfigurationError(what)
+class ConnectorKind(StrEnum):
+    """How Jetbridge talks to an airline system: the one list of connector kinds.
+
+    Each kind is a module in `connectors/kinds/` that registers its factory under it (`connectors/base.py`);
+    `tests/unit/test_connector_kinds.py` checks that none is missing. A StrEnum, so ``"ndc"`` is ``NDC``.
+    """
+
+    NDC = "ndc"  # IATA NDC (XML over HTTP)
+    REST = "rest"  # a proprietary REST API, mapped by a module in connectors/airlines/
+    MCP = "mcp"  # the airline's own MCP server
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class _Strict(BaseModel):
+    """A table of the registry file: unknown fields refused, no silent conversions (``"3"`` is not 3)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RetryPolicy(_Strict):
     """How one operation is retried (the Retry pattern's policy, as data): exponential backoff with jitter,
     a cap on attempts, and codes never retried even when the error tree calls them retriable."""
 
-    initial_interval_ms: int = 100
-    multiplier: float = 2.0
-    max_interval_ms: int = 1000
-    max_attempts: int = 2
+    initial_interval_ms: int = Field(default=100, ge=0)
+    multiplier: float = Field(default=2.0, ge=1.0)
+    max_interval_ms: int = Field(default=1000, ge=0)
+    max_attempts: int = Field(default=2, ge=1)
     # Each wait is the backoff times a random factor in [1 - jitter, 1 + jitter], so retries of many calls
     # that failed together do not reach the airline together.
-    jitter: float = 0.2
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0)
     # An attempt starts only with at least this much of the request's budget left: one that cannot get an
     # answer back in time only loads the airline.
-    min_attempt_ms: int = 150
-    non_retriable: frozenset[str] = frozenset()
+    min_attempt_ms: int = Field(default=150, ge=0)
+    # A TOML list of error codes.
+    non_retriable: frozenset[str] = Field(default=frozenset(), strict=False)
 
-    def __post_init__(self) -> None:
-        _check(self.initial_interval_ms >= 0, "retry: initial_interval_ms must be >= 0")
-        _check(self.multiplier >= 1.0, "retry: multiplier must be >= 1")
-        _check(self.max_interval_ms >= self.initial_interval_ms, "retry: max_interval_ms must be >= initial")
-        _check(self.max_attempts >= 1, "retry: max_attempts must be >= 1")
-        _check(0.0 <= self.jitter <= 1.0, "retry: jitter must be between 0 and 1")
-        _check(self.min_attempt_ms >= 0, "retry: min_attempt_ms must be >= 0")
+    @model_validator(mode="after")
+    def _intervals_in_order(self) -> Self:
+        if self.max_interval_ms < self.initial_interval_ms:
+            raise ValueError("max_interval_ms must be >= initial_interval_ms")
+        return self
 
     def retries(self, error: JetbridgeError) -> bool:
         """Whether ``error`` may be tried again: the error tree says retriable and the policy does not object."""
@@ -76,8 +93,7 @@ class RetryPolicy:
         return min(wait_ms, self.max_interval_ms) / 1000
 
 
-@dataclass(frozen=True, slots=True)
-class BreakerPolicy:
+class BreakerPolicy(_Strict):
     """When an airline's Circuit Breaker opens and how it closes again.
 
     Over the calls of the last ``window_s`` (at least ``min_calls`` of them), a failure rate or a slow-call
@@ -85,35 +101,21 @@ class BreakerPolicy:
     closes it, one bad opens it again. Codes in ``ignored_codes`` are answers, not failures.
     """
 
-    window_s: float = 10.0
-    min_calls: int = 8
-    failure_rate: float = 0.5
-    slow_call_ms: int = 2000
-    slow_call_rate: float = 0.5
-    open_s: float = 10.0
-    half_open_calls: int = 2
-    ignored_codes: frozenset[str] = frozenset({"airline_rejected", "airline_throttled"})
-
-    def __post_init__(self) -> None:
-        _check(self.window_s > 0, "breaker: window_s must be > 0")
-        _check(self.min_calls >= 1, "breaker: min_calls must be >= 1")
-        _check(0.0 < self.failure_rate <= 1.0, "breaker: failure_rate must be in (0, 1]")
-        _check(self.slow_call_ms > 0, "breaker: slow_call_ms must be > 0")
-        _check(0.0 < self.slow_call_rate <= 1.0, "breaker: slow_call_rate must be in (0, 1]")
-        _check(self.open_s > 0, "breaker: open_s must be > 0")
-        _check(self.half_open_calls >= 1, "breaker: half_open_calls must be >= 1")
+    window_s: float = Field(default=10.0, gt=0)
+    min_calls: int = Field(default=8, ge=1)
+    failure_rate: float = Field(default=0.5, gt=0.0, le=1.0)
+    slow_call_ms: int = Field(default=2000, gt=0)
+    slow_call_rate: float = Field(default=0.5, gt=0.0, le=1.0)
+    open_s: float = Field(default=10.0, gt=0)
+    half_open_calls: int = Field(default=2, ge=1)
+    ignored_codes: frozenset[str] = Field(default=frozenset({"airline_rejected", "airline_throttled"}), strict=False)
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimit:
+class RateLimit(_Strict):
     """The Throttler of one airline credential: a token bucket refilled at ``rate_per_s``, holding ``burst``."""
 
-    rate_per_s: float = 100.0
-    burst: int = 50
-
-    def __post_init__(self) -> None:
-        _check(self.rate_per_s > 0, "rate_limit: rate_per_s must be > 0")
-        _check(self.burst >= 1, "rate_limit: burst must be >= 1")
+    rate_per_s: float = Field(default=100.0, gt=0)
+    burst: int = Field(default=50, ge=1)
 
 
 def _default_retry() -> dict[str, RetryPolicy]:
@@ -122,14 +124,18 @@ def _default_retry() -> dict[str, RetryPolicy]:
 
 @dataclass(frozen=True, slots=True)
 class Airline:
+    """One airline as the processes use it: its registry entry with routes resolved and policies merged."""
+
     code: str
     name: str
+    # A ConnectorKind for every airline the registry loads (build_connector refuses any other); a plain
+    # string here so test doubles can name their own.
     kind: str
     endpoint: str
     credential: str | None = None
     mapping: str | None = None
-    timeout_ms: int = 2500
-    concurrency: int = 16
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    concurrency: int = DEFAULT_CONCURRENCY
     enabled: bool = True
     routes: frozenset[tuple[str, str]] = field(default_factory=frozenset, repr=False)
     retry: Mapping[str, RetryPolicy] = field(default_factory=_default_retry, repr=False, hash=False)
@@ -161,7 +167,7 @@ class AirlineRegistry:
     def __init__(self, airlines: list[Airline]) -> None:
         self._by_code = {a.code: a for a in airlines}
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Airline]:
         return iter(self._by_code.values())
 
     def __len__(self) -> int:
@@ -184,59 +190,128 @@ class AirlineRegistry:
         return [a for a in self._by_code.values() if a.enabled and a.serves(origin, destination)]
 
 
-def _routes_for(code: str, entry: dict[str, Any]) -> frozenset[tuple[str, str]]:
+# The registry file as written. Policy tables stay plain tables here: each is an override of [defaults],
+# checked once merged with it (against RetryPolicy, BreakerPolicy or RateLimit).
+
+
+class _AirlineEntry(_Strict):
+    """One ``[airlines.<IATA>]`` table."""
+
+    name: str
+    kind: ConnectorKind = Field(strict=False)  # a TOML string, read as its ConnectorKind
+    endpoint: str
+    credential: str | None = None
+    mapping: str | None = None
+    timeout_ms: int = Field(default=DEFAULT_TIMEOUT_MS, gt=0)
+    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1)
+    enabled: bool = True
+    routes: Literal["openflights", "none"] = "openflights"
+    extra_routes: list[str] = Field(default_factory=list)
+    retry: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    breaker: dict[str, Any] = Field(default_factory=dict)
+    rate_limit: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _rest_has_a_mapping(self) -> Self:
+        if self.kind is ConnectorKind.REST and not self.mapping:
+            raise ValueError("a rest airline needs mapping, the module in connectors/airlines/ that maps its API")
+        return self
+
+
+class _Defaults(_Strict):
+    """The ``[defaults]`` table: every airline's protection."""
+
+    retry: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    breaker: dict[str, Any] = Field(default_factory=dict)
+    rate_limit: dict[str, Any] = Field(default_factory=dict)
+
+
+class _RegistryFile(_Strict):
+    """The file: its two tables, each read by its own model (so an error names the table it is in)."""
+
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    airlines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+M = TypeVar("M", bound=BaseModel)
+P = TypeVar("P", RetryPolicy, BreakerPolicy, RateLimit)
+
+
+def _checked(model: type[M], data: object, path: Path, table: str) -> M:
+    """``data`` read as ``model``; a ConfigurationError naming every bad field of ``[table]`` otherwise."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_problem(model, table, error) for error in exc.errors(include_url=False))
+        raise ConfigurationError(f"airline registry {path}: {problems}") from None
+
+
+def _problem(model: type[BaseModel], table: str, error: ErrorDetails) -> str:
+    """One validation error as a reader of the file wants it: where, what is wrong, what to do."""
+    where = f"[{table}]" if table else "the file"
+    name = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    value, ctx, kind = error.get("input"), error.get("ctx", {}), error["type"]
+    if kind == "extra_forbidden":
+        known = ", ".join(model.model_fields)
+        return (
+            f"{where} has an unknown {'field' if table else 'table'} {name!r} (known: {known}); fix its spelling "
+            "or remove it (the header of connectors/airlines.toml describes every field)"
+        )
+    subject = f"{where} {name}" if name else where
+    if kind == "missing":
+        return f"{subject}: missing; add it (the header of connectors/airlines.toml describes every field)"
+    if kind.endswith("_type"):
+        expected = {"frozen_set": "frozenset (a list of strings)", "dict": "a table", "string": "str"}
+        typename = kind.removesuffix("_type")
+        return f"{subject}: expected {expected.get(typename, typename)}, got {value!r}"
+    if kind == "value_error":
+        return f"{subject}: {ctx.get('error', error['msg'])}"
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        bound = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+        limits = " and ".join(f"{bound[k]} {v}" for k, v in ctx.items() if k in bound)
+        return f"{subject}: must be {limits}, got {value!r}"
+    if kind in {"enum", "literal_error"}:
+        return f"{subject}: must be {ctx.get('expected')}, got {value!r}"
+    return f"{subject}: {error['msg']}, got {value!r}"
+
+
+def _policy(base: P, overrides: Mapping[str, Any], path: Path, table: str) -> P:
+    """``base`` with the fields ``overrides`` sets, the result checked whole (e.g. intervals in order)."""
+    return _checked(type(base), base.model_dump() | dict(overrides), path, table)
+
+
+def _retry_policies(
+    tables: Mapping[str, Mapping[str, Any]], base: Mapping[str, RetryPolicy], path: Path, table: str
+) -> dict[str, RetryPolicy]:
+    policies = dict(base)
+    for operation, overrides in tables.items():
+        if operation not in OPERATIONS:
+            raise ConfigurationError(
+                f"airline registry {path}: [{table}.{operation}] is an unknown operation; "
+                f"known: {', '.join(sorted(OPERATIONS))}"
+            )
+        policies[operation] = _policy(base.get(operation) or RetryPolicy(), overrides, path, f"{table}.{operation}")
+    return policies
+
+
+def _routes(code: str, entry: _AirlineEntry, path: Path) -> frozenset[tuple[str, str]]:
     pairs: set[tuple[str, str]] = set()
-    if entry.get("routes", "openflights") == "openflights":
+    if entry.routes == "openflights":
         pairs |= routes_by_airline().get(code, frozenset())
     known = airports()
-    for item in entry.get("extra_routes", []):
-        origin, _, destination = str(item).partition("-")
+    for item in entry.extra_routes:
+        origin, _, destination = item.partition("-")
         if origin not in known or destination not in known:
-            raise ConfigurationError(f"airline {code}: extra route {item!r} names an unknown airport")
+            raise ConfigurationError(
+                f"airline registry {path}: [airlines.{code}] extra_routes: {item!r} names an unknown airport "
+                "(write routes as ORIGIN-DESTINATION IATA airport codes, e.g. LHR-JFK)"
+            )
         pairs.add((origin, destination))
     return frozenset(pairs)
 
 
-P = TypeVar("P", RetryPolicy, BreakerPolicy, RateLimit)
-
-
-def _policy(table: Any, base: P, where: str) -> P:
-    """``base`` with the fields ``table`` sets, each checked against the type of its default."""
-    if not isinstance(table, dict):
-        raise ConfigurationError(f"{where}: expected a table")
-    known = {f.name for f in dataclasses.fields(base)}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigurationError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-    values: dict[str, Any] = {}
-    for name, value in table.items():
-        default = getattr(base, name)
-        if isinstance(default, frozenset):
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-            values[name] = frozenset(value) if ok else None
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-            values[name] = value
-        else:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            values[name] = float(value) if ok else None
-        if not ok:
-            raise ConfigurationError(f"{where}.{name}: expected {type(default).__name__}, got {value!r}")
-    try:
-        return dataclasses.replace(base, **values)
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{where}: {exc.message}") from exc
-
-
-def _retry_policies(table: Any, base: Mapping[str, RetryPolicy], where: str) -> dict[str, RetryPolicy]:
-    if not isinstance(table, dict):
-        raise ConfigurationError(f"{where}: expected a table of operations")
-    policies = dict(base)
-    for operation, entry in table.items():
-        if operation not in OPERATIONS:
-            raise ConfigurationError(f"{where}: unknown operation {operation!r}; known: {sorted(OPERATIONS)}")
-        policies[operation] = _policy(entry, base.get(operation) or RetryPolicy(), f"{where}.{operation}")
-    return policies
+def _is_airline_code(code: str) -> bool:
+    return len(code) == 2 and code.isalnum() and code.upper() == code
 
 
 def load_registry(path: Path | None = None) -> AirlineRegistry:
@@ -246,37 +321,35 @@ def load_registry(path: Path | None = None) -> AirlineRegistry:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"airline registry {path}: {exc}") from exc
-    defaults = data.get("defaults", {})
-    retry = _retry_policies(defaults.get("retry", {}), _default_retry(), "defaults.retry")
-    breaker = _policy(defaults.get("breaker", {}), BreakerPolicy(), "defaults.breaker")
-    rate_limit = _policy(defaults.get("rate_limit", {}), RateLimit(), "defaults.rate_limit")
+    registry = _checked(_RegistryFile, data, path, "")
+    defaults = _checked(_Defaults, registry.defaults, path, "defaults")
+    retry = _retry_policies(defaults.retry, _default_retry(), path, "defaults.retry")
+    breaker = _policy(BreakerPolicy(), defaults.breaker, path, "defaults.breaker")
+    rate_limit = _policy(RateLimit(), defaults.rate_limit, path, "defaults.rate_limit")
     airlines: list[Airline] = []
-    for code, entry in data.get("airlines", {}).items():
-        if len(code) != 2 or not code.isalnum() or code.upper() != code:
-            raise ConfigurationError(f"airline registry {path}: {code!r} is not an IATA airline code")
-        kind = entry.get("kind")
-        if kind not in _KINDS:
-            raise ConfigurationError(f"airline {code}: kind must be one of {sorted(_KINDS)}, got {kind!r}")
-        if kind == "rest" and not entry.get("mapping"):
-            raise ConfigurationError(f"airline {code}: a rest airline needs a mapping module")
-        try:
-            airlines.append(
-                Airline(
-                    code=code,
-                    name=str(entry["name"]),
-                    kind=kind,
-                    endpoint=str(entry["endpoint"]),
-                    credential=entry.get("credential"),
-                    mapping=entry.get("mapping"),
-                    timeout_ms=int(entry.get("timeout_ms", 2500)),
-                    concurrency=int(entry.get("concurrency", 16)),
-                    enabled=bool(entry.get("enabled", True)),
-                    routes=_routes_for(code, entry),
-                    retry=_retry_policies(entry.get("retry", {}), retry, f"airline {code}: retry"),
-                    breaker=_policy(entry.get("breaker", {}), breaker, f"airline {code}: breaker"),
-                    rate_limit=_policy(entry.get("rate_limit", {}), rate_limit, f"airline {code}: rate_limit"),
-                )
+    for code, table in registry.airlines.items():
+        if not _is_airline_code(code):
+            raise ConfigurationError(
+                f"airline registry {path}: [airlines.{code}]: {code!r} is not an IATA airline code (two capital "
+                "letters or digits)"
             )
-        except KeyError as exc:
-            raise ConfigurationError(f"airline {code}: missing field {exc}") from exc
+        where = f"airlines.{code}"
+        entry = _checked(_AirlineEntry, table, path, where)
+        airlines.append(
+            Airline(
+                code=code,
+                name=entry.name,
+                kind=entry.kind,
+                endpoint=entry.endpoint,
+                credential=entry.credential,
+                mapping=entry.mapping,
+                timeout_ms=entry.timeout_ms,
+                concurrency=entry.concurrency,
+                enabled=entry.enabled,
+                routes=_routes(code, entry, path),
+                retry=_retry_policies(entry.retry, retry, path, f"{where}.retry"),
+                breaker=_policy(breaker, entry.breaker, path, f"{where}.breaker"),
+                rate_limit=_policy(rate_limit, entry.rate_limit, path, f"{where}.rate_limit"),
+            )
+        )
     return AirlineRegistry(airlines)

@@ -330,7 +330,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _bench(settings: Settings, args: argparse.Namespace) -> int:
-    from bench.run import BenchConfig, run_benchmark
+    from bench.run import BenchConfig, run_airline_counts, run_benchmark
 
     config = BenchConfig(
         rates=[float(r) for r in args.rates.split(",")],
@@ -339,14 +339,33 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
         deadline_ms=args.deadline_ms,
         sessions=args.sessions,
         soak_s=args.soak,
+        stack_warmup_s=args.stack_warmup,
         soak_rate=args.soak_rate,
+        airline_counts=args.airline_counts or [],
+        airline_counts_rate=args.airline_counts_rate,
     )
     if args.out:
         config.out_dir = Path(args.out)
-    folder = await run_benchmark(settings, config, _say)
-    print(f"\nresults: {folder}/results.json, latency.png, summary.md\n")
+    if args.airline_counts:
+        folder = await run_airline_counts(settings, config, _say)
+        print(f"\nresults: {folder}/results.json, airline-counts.png, summary.md, airlines.toml\n")
+    else:
+        folder = await run_benchmark(settings, config, _say)
+        print(f"\nresults: {folder}/results.json, latency.png, summary.md\n")
     print((folder / "summary.md").read_text())
     return 0
+
+
+def _airline_counts_arg(text: str) -> list[int]:
+    from bench.synthetic_airlines import MAX_AIRLINES
+
+    try:
+        counts = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+    if not counts or counts[0] < 1 or counts[-1] > MAX_AIRLINES:
+        raise argparse.ArgumentTypeError(f"airline counts between 1 and {MAX_AIRLINES}, got {text!r}")
+    return counts
 
 
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
@@ -404,9 +423,25 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--hold", type=float, default=20.0, help="seconds measured per rate and system")
     p_bench.add_argument("--deadline-ms", type=int, default=3000)
     p_bench.add_argument("--sessions", type=int, default=8, help="MCP client sessions of the load generator")
+    p_bench.add_argument(
+        "--stack-warmup",
+        type=float,
+        default=45.0,
+        help="seconds of load per system before the first rate, not measured (the broker's JIT warm-up)",
+    )
     p_bench.add_argument("--soak", type=float, default=0.0, help="then hold --soak-rate for this many seconds")
     p_bench.add_argument("--soak-rate", type=float, default=20.0)
     p_bench.add_argument("--out", help="results folder (default bench/results)")
+    p_bench.add_argument(
+        "--airline-counts",
+        type=_airline_counts_arg,
+        metavar="N,N,...",
+        help="instead of the rates: cost against airlines per search, e.g. 5,10,20 (synthetic airlines on "
+        "LHR-JFK; restarts the stack with them, then brings it back)",
+    )
+    p_bench.add_argument(
+        "--airline-counts-rate", type=float, default=10.0, help="offered searches/s with --airline-counts"
+    )
     from jetbridge.dlq_ops.command import add_arguments as add_dlq_arguments
 
     add_dlq_arguments(sub.add_parser("dlq", help="dead letters: list, show, replay"))
@@ -414,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("component", choices=["bridge", "streams", "connectors", "simulators"])
     p_run.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.command == "bench" and args.airline_counts and args.soak:
+        p_bench.error("--soak runs with the rates, not with --airline-counts")
     settings = get_settings()
     if args.command == "run":
         return _run(settings, args)

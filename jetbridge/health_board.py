@@ -118,7 +118,7 @@ class HealthBoard:
         ends = await self._assign()
         while True:
             try:
-                messages = await self._consumer.consume(100, 0.2)
+                messages = await self._consumer.consume(100, 1.0)  # returns as soon as a record is there
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the reader must survive broker hiccups

@@ -127,7 +127,7 @@ class AsyncProducer:
         base: dict[str, Any] = {
             "acks": "all",
             "enable.idempotence": True,
-            "linger.ms": 1,
+            "linger.ms": 0,  # JB_PRODUCER_LINGER_MS (jetbridge/settings.py) says why
             "partitioner": PARTITIONER,
             # No compression: events are small and latency matters, and faust (aiokafka) then reads
             # them without extra codec libraries.
@@ -140,8 +140,10 @@ class AsyncProducer:
         self._thread.start()
 
     def _poll_loop(self) -> None:
+        # poll serves each delivery report as soon as it arrives; the timeout only bounds how soon the loop
+        # sees ``close()``, so it is long enough not to wake the thread 20 times a second for nothing.
         while self._running:
-            self._producer.poll(0.05)
+            self._producer.poll(0.5)
 
     async def send(
         self,

@@ -115,8 +115,11 @@ class TopicSpec:
 def declared_topics(registry: AirlineRegistry, partitions: int = 6, prefix: str = "") -> list[TopicSpec]:
     """The topics of the architecture for this airline registry.
 
-    The aggregator's inputs (responses and control) and its output (replies) have the same partition
-    count: the aggregator keeps a request's join on the partition its key hashes to in all three.
+    The search agent's inputs (requests and responses) and its output (replies) have the same partition
+    count: a request's join stays on the partition its key hashes to in all of them. The router hands its
+    plan to the aggregator in memory (streams/joining.py); ``jb.aggregator-control.v1`` is still read, for
+    plans written by workers of earlier versions (a rolling upgrade) and operators' replays of old dead
+    letters, but nothing writes it any more.
     """
     names = TopicNames(prefix)
     specs = [

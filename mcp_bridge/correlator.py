@@ -82,7 +82,7 @@ class ReplyCorrelator:
     async def _run(self) -> None:
         while True:
             try:
-                messages = await self._consumer.consume(500, 0.05)
+                messages = await self._consumer.consume(500, 0.25)  # returns as soon as a reply is there
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must survive broker hiccups

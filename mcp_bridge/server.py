@@ -1,11 +1,13 @@
 """The bridge: an MCP server over streamable HTTP whose tools turn into Kafka events.
 
-Tools take typed, validated arguments only; airlines are never reached from here (promise 5).
+Tools take typed, validated arguments only (`SearchArguments`); airlines are never reached from here (promise 5).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Protocol
@@ -14,7 +16,7 @@ import structlog
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, WithJsonSchema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -27,7 +29,8 @@ from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames
 from mcp_bridge.airline_health import AirlineHealthView, CircuitView
 from mcp_bridge.correlator import ReplyCorrelator
-from mcp_bridge.service import REPLY_GRACE_S, SearchResult, SearchService
+from mcp_bridge.service import REPLY_GRACE_S, SearchResult, SearchService, rejected
+from mcp_bridge.validation import SearchArguments, SearchRules
 
 __all__ = [
     "AirlineInfo",
@@ -71,7 +74,12 @@ class CircuitLookup(Protocol):
 class SearchBackend(Protocol):
     """What the MCP tools call: the bridge over Kafka, or (for benchmarks) a direct fan-out."""
 
-    async def search(self, arguments: dict[str, Any], *, client_id: str) -> SearchResult: ...
+    @property
+    def rules(self) -> SearchRules:
+        """What search arguments are checked against (the backend's airlines, the process's limits)."""
+        ...
+
+    async def search(self, arguments: SearchArguments, *, client_id: str) -> SearchResult: ...
 
     def airlines(self) -> list[AirlineInfo]: ...
 
@@ -135,7 +143,11 @@ class Bridge:
             await correlator.close()
             await runtime.close()
 
-    async def search(self, arguments: dict[str, Any], *, client_id: str) -> SearchResult:
+    @property
+    def rules(self) -> SearchRules:
+        return self.service.rules
+
+    async def search(self, arguments: SearchArguments, *, client_id: str) -> SearchResult:
         return await self.service.search(arguments, client_id=client_id)
 
     def airlines(self) -> list[AirlineInfo]:
@@ -154,46 +166,13 @@ class Bridge:
 def build_server(backend: SearchBackend, *, name: str = "jetbridge") -> MCPServer:
     server = MCPServer(name, instructions=INSTRUCTIONS, version="0.1.0")
 
-    @server.tool(
-        description=(
-            "Search flight offers from every connected airline that flies the route. Returns offers sorted "
-            "by total price (all passengers, taxes included) and a status per airline: ok, timeout, error, "
-            "circuit_open (the airline is failing and was not called) or not_served."
-        )
-    )
-    async def search_offers(
-        origin: Annotated[str, Field(description="IATA airport code of departure, e.g. LHR")],
-        destination: Annotated[str, Field(description="IATA airport code of arrival, e.g. JFK")],
-        departure_date: Annotated[str, Field(description="Outbound date, YYYY-MM-DD, today or later")],
-        ctx: Context,
-        return_date: Annotated[str | None, Field(description="Return date, YYYY-MM-DD; omit for one way")] = None,
-        adults: Annotated[int, Field(description="Adults (1-9)")] = 1,
-        children: Annotated[int | None, Field(description="Children aged 2-11")] = None,
-        infants: Annotated[int | None, Field(description="Infants under 2, at most one per adult")] = None,
-        cabin: Annotated[
-            str | None, Field(description="economy, premium_economy, business or first (default economy)")
-        ] = None,
-        airlines: Annotated[
-            list[str] | None, Field(description="Only these IATA airline codes (see list_airlines)")
-        ] = None,
-        max_offers: Annotated[int | None, Field(description="At most this many offers (1-200)")] = None,
-        deadline_ms: Annotated[
-            int | None, Field(description="How long to wait for airlines, in ms (default 3000)")
-        ] = None,
-    ) -> SearchResult:
-        arguments: dict[str, Any] = {
-            "origin": origin,
-            "destination": destination,
-            "departure_date": departure_date,
-            "return_date": return_date,
-            "adults": adults,
-            "children": children,
-            "infants": infants,
-            "cabin": cabin,
-            "airlines": airlines,
-            "max_offers": max_offers,
-            "deadline_ms": deadline_ms,
-        }
+    async def search_offers(ctx: Context, **raw: object) -> SearchResult:
+        started = asyncio.get_running_loop().time()
+        try:
+            arguments = SearchArguments.parse(raw, backend.rules)
+        except InvalidInput as exc:
+            rejected(exc, started)
+            raise ToolError(f"Invalid argument '{exc.field}': {exc.reason} (code {exc.code})") from exc
         try:
             return await backend.search(arguments, client_id=_client_id(ctx))
         except InvalidInput as exc:
@@ -207,6 +186,18 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge") -> MCPServe
         except JetbridgeError as exc:
             log.error("search failed", error_code=exc.code, error=exc.message)
             raise ToolError(f"search failed: {exc.message} (code {exc.code})") from exc
+
+    # The SDK reads a tool's parameters from its function's signature: here, SearchArguments' fields.
+    signature = _parameters_of(SearchArguments.json_schema_for(backend.rules))
+    search_offers.__signature__ = signature  # type: ignore[attr-defined]  # any function takes it; inspect reads it
+    server.add_tool(
+        search_offers,
+        description=(
+            "Search flight offers from every connected airline that flies the route. Returns offers sorted "
+            "by total price (all passengers, taxes included) and a status per airline: ok, timeout, error, "
+            "circuit_open (the airline is failing and was not called) or not_served."
+        ),
+    )
 
     @server.tool(
         description=(
@@ -228,6 +219,27 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge") -> MCPServe
         return Response(body, status_code=status, media_type=content_type)
 
     return server
+
+
+def _parameters_of(schema: dict[str, Any]) -> inspect.Signature:
+    """search_offers' parameters: one per field of SearchArguments, each advertising the model's JSON schema.
+
+    The SDK makes a tool's input schema, and checks its arguments, from the function's signature. Typed
+    ``Any`` here, every value reaches `SearchArguments.parse` as the agent sent it, so types, bounds and
+    reference data are checked in one place and every failure names its field the same way.
+    """
+    required = set(schema.get("required", ()))
+    parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
+    for name, field_schema in schema["properties"].items():
+        parameters.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=inspect.Parameter.empty if name in required else field_schema.get("default"),
+                annotation=Annotated[Any, WithJsonSchema(field_schema)],
+            )
+        )
+    return inspect.Signature(parameters, return_annotation=SearchResult)
 
 
 def _client_id(ctx: Context) -> str:

@@ -1,4 +1,4 @@
-"""The bridge's work behind the MCP tools: validate, turn a tool call into an event, wait for its reply.
+"""The bridge's work behind the MCP tools: turn a search's arguments into an event, wait for its reply.
 
 Kept apart from the MCP layer so it can be driven directly in tests.
 """
@@ -8,23 +8,32 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from pydantic import BaseModel
 
-from jetbridge.errors import BackboneUnavailable, JetbridgeError
+from jetbridge.errors import BackboneUnavailable, InvalidInput, JetbridgeError
 from jetbridge.kafka import event_headers, new_traceparent
 from jetbridge.log import get_logger
 from jetbridge.metrics import SEARCH_SECONDS, SEARCHES
 from jetbridge.runtime import Runtime
 from jetbridge.topics import TopicNames
 from mcp_bridge.correlator import ReplyCorrelator
-from mcp_bridge.validation import validate_search
+from mcp_bridge.validation import SearchArguments, SearchRules
 from schemas.models import AuditRecord, Offer, SearchReply, SearchRequest, now_utc
 
-__all__ = ["REPLY_GRACE_S", "AirlineView", "BackboneHealth", "OfferView", "SearchResult", "SearchService"]
+__all__ = [
+    "REPLY_GRACE_S",
+    "AirlineView",
+    "BackboneHealth",
+    "OfferView",
+    "SearchResult",
+    "SearchService",
+    "rejected",
+]
 
 log = get_logger(__name__)
 
@@ -147,6 +156,18 @@ def result_of(reply: SearchReply, elapsed_ms: int) -> SearchResult:
     )
 
 
+def _measure(outcome: str, started: float) -> None:
+    SEARCHES.labels(outcome).inc()
+    SEARCH_SECONDS.labels(outcome).observe(asyncio.get_running_loop().time() - started)
+
+
+def rejected(error: InvalidInput, started: float) -> None:
+    """Log and count a search refused for its arguments (``started``: the event loop's clock). Nothing was
+    published, not even an audit record: the log line is its trace."""
+    log.info("search rejected", error_code=error.code, field=error.field, error=error.reason)
+    _measure(error.code, started)
+
+
 class SearchService:
     def __init__(self, runtime: Runtime, correlator: ReplyCorrelator) -> None:
         self._rt = runtime
@@ -154,46 +175,42 @@ class SearchService:
         self._topics = TopicNames(runtime.settings.topic_prefix)
         self._audits: set[asyncio.Task[Any]] = set()
         self.backbone = BackboneHealth()
+        self.rules = SearchRules.from_settings(runtime.settings, runtime.airlines)
 
-    async def search(self, arguments: dict[str, Any], *, client_id: str) -> SearchResult:
-        """Validate, publish one SearchRequest, and wait for its reply until the deadline (plus grace)."""
+    async def search(self, arguments: SearchArguments | Mapping[str, object], *, client_id: str) -> SearchResult:
+        """Publish one SearchRequest and wait for its reply until the deadline (plus grace).
+
+        The MCP tool hands over checked `SearchArguments`; raw ones (a script's, a test's) are checked here
+        against the same rules, and a refused search publishes nothing (`InvalidInput` names the field).
+        """
         settings = self._rt.settings
         started = asyncio.get_running_loop().time()
+        if not isinstance(arguments, SearchArguments):
+            try:
+                arguments = SearchArguments.parse(arguments, self.rules)
+            except InvalidInput as exc:
+                rejected(exc, started)
+                raise
         request_id = str(uuid.uuid4())
         correlation_id = request_id
         with structlog.contextvars.bound_contextvars(request_id=request_id, correlation_id=correlation_id):
-            try:
-                valid = validate_search(
-                    **arguments,
-                    registry=self._rt.airlines,
-                    today=datetime.now(UTC).date(),
-                    currency=settings.currency,
-                    default_max_offers=settings.default_max_offers,
-                    default_deadline_ms=settings.default_deadline_ms,
-                    max_deadline_ms=settings.max_deadline_ms,
-                )
-            except JetbridgeError as exc:
-                # Rejected calls publish nothing, not even an audit record: the log line is their trace.
-                log.info("search rejected", error_code=exc.code, error=exc.message)
-                self._measure(exc.code, started)
-                raise
             created = now_utc()
-            deadline = created + timedelta(milliseconds=valid.deadline_ms)
+            deadline = created + timedelta(milliseconds=arguments.deadline_ms)
             request = SearchRequest(
                 request_id=request_id,
                 correlation_id=correlation_id,
                 client_id=client_id,
                 reply_to=self._correlator.instance_id,
-                criteria=valid.criteria,
-                airlines=valid.airlines,
-                max_offers=valid.max_offers,
+                criteria=arguments.criteria(settings.currency),
+                airlines=arguments.airlines,
+                max_offers=arguments.max_offers,
                 deadline=deadline,
                 created_at=created,
             )
             deadline_ms = int(deadline.timestamp() * 1000)
             # Everything below is bounded by the deadline plus a grace: a broker or a stage that is down
             # becomes a clear, retriable error for the agent, never a hang.
-            give_up = started + valid.deadline_ms / 1000 + REPLY_GRACE_S
+            give_up = started + arguments.deadline_ms / 1000 + REPLY_GRACE_S
             loop = asyncio.get_running_loop()
             waiter = self._correlator.expect(request_id)
             try:
@@ -218,11 +235,11 @@ class SearchService:
                         f" ({exc.message})" if isinstance(exc, JetbridgeError) else " in time"
                     )
                     raise self._unavailable(reason, client_id, request_id, correlation_id, started) from None
-                log.info(
+                log.debug(
                     "search published",
                     route=f"{request.criteria.origin}-{request.criteria.destination}",
-                    deadline_ms=valid.deadline_ms,
-                    airlines=valid.airlines,
+                    deadline_ms=arguments.deadline_ms,
+                    airlines=arguments.airlines,
                 )
                 try:
                     reply = await asyncio.wait_for(waiter, max(0.0, give_up - loop.time()))
@@ -239,19 +256,15 @@ class SearchService:
             self.backbone.ok()
             elapsed_ms = int((asyncio.get_running_loop().time() - started) * 1000)
             log.info("search answered", status=reply.status.value, offers=len(reply.offers), elapsed_ms=elapsed_ms)
-            self._measure(reply.status.value.lower(), started)
+            _measure(reply.status.value.lower(), started)
             self._audit(client_id, request_id, correlation_id, reply.status.value.lower(), None, started)
             return result_of(reply, elapsed_ms)
-
-    def _measure(self, outcome: str, started: float) -> None:
-        SEARCHES.labels(outcome).inc()
-        SEARCH_SECONDS.labels(outcome).observe(asyncio.get_running_loop().time() - started)
 
     def _unavailable(
         self, reason: str, client_id: str, request_id: str, correlation_id: str, started: float
     ) -> BackboneUnavailable:
         self.backbone.failed(reason, time.time())
-        self._measure(BackboneUnavailable.code, started)
+        _measure(BackboneUnavailable.code, started)
         log.error("backbone unavailable", reason=reason)
         self._audit(client_id, request_id, correlation_id, "error", BackboneUnavailable.code, started)
         return BackboneUnavailable(

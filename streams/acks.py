@@ -5,6 +5,9 @@ commits offsets only below the oldest open join and a restarted worker rebuilds 
 reading its events again. Joins complete out of order, but faust's commit logic expects acks to form a
 run from the committed offset (it tolerates a one-offset gap), so events are released to faust strictly
 in order: an event is acknowledged once it and every earlier event of its partition are released.
+
+A ticket can have several holders (a request is held by its join until the reply is durable, and by the
+calls it caused until the broker acknowledged them): it is released when the last one lets go.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class Ticket:
     offset: int
     event: Any
     generation: int
+    holders: int = 1
     released: bool = False
 
 
@@ -39,9 +43,16 @@ class InOrderAcks:
         self._queues.setdefault(ticket.tp, deque()).append(ticket)
         return ticket
 
+    def retain(self, ticket: Ticket) -> None:
+        """One more holder: ``release`` must be called once more before the event is acknowledged."""
+        ticket.holders += 1
+
     def release(self, ticket: Ticket) -> None:
         if ticket.generation != self._generation or ticket.released:
             return  # held before a rebalance: its event is delivered again and acknowledged then
+        ticket.holders -= 1
+        if ticket.holders > 0:
+            return
         ticket.released = True
         queue = self._queues.get(ticket.tp)
         while queue and queue[0].released:

@@ -29,8 +29,8 @@ from schemas.models import (
 
 __all__ = ["PLAN_WAIT", "Aggregation", "Due", "Plan", "TimerIndex", "merge_offers"]
 
-# Responses whose plan has not arrived are kept this long, then dropped as orphans (a plan is always
-# produced before its calls, so only a plan that was itself dead-lettered leaves responses waiting).
+# Responses whose plan has not come are kept this long, then dropped as orphans (a request is always
+# routed before its calls exist, so only a request that was itself dead-lettered leaves responses waiting).
 PLAN_WAIT = timedelta(seconds=60)
 
 
@@ -180,7 +180,7 @@ class Due:
     """The next moment one open aggregation needs attention: its deadline, or (with no plan yet) the end
     of the wait for one."""
 
-    phase: str  # "deadline" | "expire"
+    phase: str  # "deadline" | "expire" | "retry"
     at: datetime
 
 
@@ -213,6 +213,12 @@ class TimerIndex:
     def clear(self) -> None:
         self._due.clear()
         self._heap.clear()
+
+    def schedule(self, request_id: str, at: datetime) -> None:
+        """Ask at ``at`` whatever the state says (a reply the broker refused is sent again then)."""
+        due = Due("retry", at)
+        self._due[request_id] = due
+        heapq.heappush(self._heap, (at, request_id))
 
     def retry(self, request_id: str, due: Due, at: datetime) -> None:
         """Ask again at ``at`` (a reply that could not be sent yet)."""

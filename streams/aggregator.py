@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -35,8 +36,8 @@ log = get_logger(__name__)
 # A reply that could not be produced (broker away) is tried again this soon, by the timer.
 RETRY_REPLY = timedelta(milliseconds=500)
 
-# Sends the reply with the plan's headers; returns once the broker acknowledged it.
-SendReply = Callable[[SearchReply, dict[str, str]], Awaitable[None]]
+# Queues the reply with the request's envelope; returns the broker's acknowledgement still to come.
+SendReply = Callable[[SearchReply, dict[str, str]], Awaitable["asyncio.Future[Any]"]]
 
 
 @dataclass(eq=False)
@@ -44,7 +45,7 @@ class OpenJoin:
     state: Aggregation
     partition: int
     tickets: list[Ticket] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)  # the plan event's: client, trace, deadline
+    headers: dict[str, str] = field(default_factory=dict)  # the request's envelope: client, trace, deadline
     completing: bool = False
 
 
@@ -67,22 +68,33 @@ class Aggregator:
         self.replies_sent = 0
 
     # ---- events ----
-    async def on_plan(
-        self, ticket: Ticket, partition: int, control: AggregatorControl, headers: dict[str, str]
-    ) -> None:
-        request_id = control.request_id
-        now = self._clock()
+    def admit(self, request_id: str, deadline: datetime) -> bool:
+        """Whether a request should be routed and joined: False if it was answered already (a replay);
+        raises RequestExpired when it is met again beyond what the reply ledger remembers."""
         if request_id in self.ledger:
-            self._acks.release(ticket)  # answered before (a replay, or a duplicate plan)
-            return
-        if request_id not in self.open and control.deadline < now - self.ledger.window:
+            return False
+        now = self._clock()
+        if request_id not in self.open and deadline < now - self.ledger.window:
             # Whether this request was answered is beyond what the ledger remembers: never risk a second
             # reply. The caller dead-letters it; its responses are then released as they come.
             self.ledger.add(request_id, now)
             raise RequestExpired(
-                f"request {request_id} met again {int((now - control.deadline).total_seconds())} s after its "
+                f"request {request_id} met again {int((now - deadline).total_seconds())} s after its "
                 f"deadline, beyond the reply window of {int(self.ledger.window.total_seconds())} s"
             )
+        return True
+
+    def answered_airlines(self, request_id: str) -> frozenset[str]:
+        """Airlines whose answer for an open join is already in (met before its request, on a replay)."""
+        join = self.open.get(request_id)
+        return frozenset(join.state.responses) if join is not None else frozenset()
+
+    async def on_plan(
+        self, ticket: Ticket, partition: int, control: AggregatorControl, headers: dict[str, str]
+    ) -> None:
+        """The router's decision for a request ``admit`` let through; ``ticket`` holds the request."""
+        request_id = control.request_id
+        now = self._clock()
         join = self._join(request_id, partition, now)
         if not join.state.add_plan(control):
             self._acks.release(ticket)
@@ -133,38 +145,47 @@ class Aggregator:
         OPEN_JOINS.set(len(self.open))
 
     async def _maybe_complete(self, join: OpenJoin, now: datetime) -> bool:
-        """Send the join's reply if it is due; True unless sending failed and must be tried again."""
+        """Queue the join's reply if it is due; False if it could not even be queued (the timer retries).
+        The join closes when the broker acknowledged the reply (``_replied``), not before."""
         if join.completing or not join.state.is_due(now):
             return True
-        plan = join.state.plan
-        assert plan is not None
-        join.completing = True
-        self._completing += 1
         request_id = join.state.request_id
+        reply = join.state.reply(now)
+        join.completing = True
         try:
-            with structlog.contextvars.bound_contextvars(request_id=request_id, correlation_id=plan.correlation_id):
-                reply = join.state.reply(now)
-                try:
-                    await self._send_reply(reply, join.headers)
-                except Exception as exc:  # noqa: BLE001 - the join stays open; the timer tries again
-                    log.warning("reply not sent; will retry", error=repr(exc))
-                    join.completing = False
-                    return False
-                join.state.mark_done(now)
-                self.ledger.add(request_id, now)
-                self.replies_sent += 1
-                REPLIES.labels(reply.status.value.lower()).inc()
-                if self.open.get(request_id) is join:  # not dropped by a rebalance meanwhile
-                    self._close(join)
-                log.info(
-                    "reply sent",
-                    status=reply.status.value,
-                    offers=len(reply.offers),
-                    late_by_ms=max(0, int((now - plan.deadline).total_seconds() * 1000)),
-                )
-                return True
-        finally:
-            self._completing -= 1
+            delivery = await self._send_reply(reply, join.headers)
+        except Exception as exc:  # noqa: BLE001 - the join stays open; the timer tries again
+            log.warning("reply not sent; will retry", request_id=request_id, error=repr(exc))
+            join.completing = False
+            return False
+        self._completing += 1
+        delivery.add_done_callback(lambda done: self._replied(join, reply, now, done))
+        return True
+
+    def _replied(self, join: OpenJoin, reply: SearchReply, now: datetime, delivery: asyncio.Future[Any]) -> None:
+        """The broker answered for a reply: on success the join is done, else the timer sends it again."""
+        self._completing -= 1
+        request_id = join.state.request_id
+        error = delivery.exception() if not delivery.cancelled() else asyncio.CancelledError()
+        with structlog.contextvars.bound_contextvars(request_id=request_id, correlation_id=reply.correlation_id):
+            if error is not None:
+                log.warning("reply not acknowledged; will retry", error=repr(error))
+                join.completing = False
+                if self.open.get(request_id) is join:
+                    self.timers.schedule(request_id, self._clock() + RETRY_REPLY)
+                return
+            join.state.mark_done(now)
+            self.ledger.add(request_id, now)
+            self.replies_sent += 1
+            REPLIES.labels(reply.status.value.lower()).inc()
+            if self.open.get(request_id) is join:  # not dropped by a rebalance meanwhile
+                self._close(join)
+            log.info(
+                "reply sent",
+                status=reply.status.value,
+                offers=len(reply.offers),
+                late_by_ms=max(0, int((now - reply.deadline).total_seconds() * 1000)),
+            )
 
     def _close(self, join: OpenJoin) -> None:
         self.open.pop(join.state.request_id, None)
@@ -178,7 +199,7 @@ class Aggregator:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + wait_s
         while self._completing and loop.time() < give_up:  # noqa: ASYNC110 - a counter, not an event
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # replies queued: let their acknowledgements land
         dropped = len(self.open)
         self.open.clear()
         self.timers.clear()

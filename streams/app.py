@@ -1,41 +1,41 @@
 """The stream processors (faust-streaming): the router and the aggregator, assembled in one faust app.
 
-This module is only the assembly: the app's configuration, its topics, the agents and the timer registered
+This module is only the assembly: the app's configuration, its topics, the agent and the timer registered
 on it, health and metrics, and the rebalance signals. What each stage does lives in its own module:
 
-- ``router.py``: Content-Based Router + Scatter (who is called: ``jetbridge/routing.py``), plan then calls;
-- ``joining.py``: the aggregator's faust side (held events, replies, read-back on assignment, timer);
+- ``router.py``: Content-Based Router + Scatter (who is called: ``jetbridge/routing.py``);
+- ``joining.py``: the search agent's faust side (held events, replies, read-back on assignment, timer);
 - ``aggregator.py`` / ``aggregation.py``: the Aggregator with completion timeout, faust-free;
 - ``dead_letters.py``: the Dead Letter Channel of both stages.
 
-Both agents read raw bytes and decode them themselves, so that an undecodable (poison) event is caught
-per event, sent to the dead-letter channel and skipped: an exception escaping a faust agent would stop
-its consumption.
+One agent reads requests and responses: the router's decision for a request is the aggregator's plan, so
+it is handed over in memory (no plan event) and the request stays the one durable record of it. The agent
+also reads the control topic, where workers of earlier versions wrote their plans (a rolling upgrade). The agent
+reads raw bytes and decodes them itself, so that an undecodable (poison) event is caught per event, sent
+to the dead-letter channel and skipped: an exception escaping a faust agent would stop its consumption.
 
 Run with ``jetbridge run streams`` (``python -m streams worker``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 import faust
 
 from jetbridge.health import HealthServer
-from jetbridge.kafka import decode_headers
 from jetbridge.log import stdlib_logging_config
 from jetbridge.metrics import DLQ_DEPTH, OPEN_JOINS, REQUESTS_ROUTED, LagMonitor, metrics_answer, serve
 from jetbridge.settings import Settings, get_settings
 from streams.context import StreamContext
 from streams.dead_letters import DeadLetters
-from streams.joining import STAGE as AGGREGATOR
-from streams.joining import Joining
-from streams.router import Router
+from streams.joining import AGGREGATOR, ROUTER, Joining
 
 __all__ = ["app", "build_app"]
 
-ROUTER = "router"
+SEARCH_AGENT = "search"
 
 
 def _brokers(bootstrap: str) -> list[str]:
@@ -55,7 +55,7 @@ def build_app(settings: Settings) -> faust.App:
         topic_disable_leader=True,
         web_enabled=False,
         datadir=str(settings.state_dir / "faust"),
-        producer_linger=0.001,
+        producer_linger=settings.producer_linger_ms / 1000,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
@@ -70,33 +70,28 @@ def build_app(settings: Settings) -> faust.App:
     )
     ctx = StreamContext(settings)
     names = ctx.names
-    requests_topic = app.topic(names.requests, key_type=bytes, value_type=bytes)
-    # The aggregator's inputs and its replies are co-partitioned (same key, same partition count).
-    aggregator_inputs = app.topic(names.responses, names.control, key_type=bytes, value_type=bytes)
+    # Requests, responses, plans of earlier versions and replies are co-partitioned (same key and count).
+    inputs = app.topic(names.requests, names.responses, names.control, key_type=bytes, value_type=bytes)
     outputs = {
         name: app.topic(name, key_type=bytes, value_type=bytes)
-        for name in (names.control, names.replies, names.dlq, *(names.calls(a.code) for a in ctx.airlines))
+        for name in (names.replies, names.dlq, *(names.calls(a.code) for a in ctx.airlines))
     }
 
-    async def send(topic: str, key: bytes | str | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
+    async def produce(
+        topic: str, key: bytes | str | None, value: bytes, headers: Sequence[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
+        # Queued in the producer's batch; the caller holds its source event until this future is done.
         delivery = await outputs[topic].send(key=key, value=value, headers=list(headers))
-        await delivery  # broker acknowledgement before the source event is acknowledged
+        return asyncio.ensure_future(delivery)  # faust's FutureMessage already is one: returned as is
+
+    async def send(topic: str, key: bytes | str | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
+        await (await produce(topic, key, value, headers))  # broker acknowledgement before going on
 
     dead_letters = DeadLetters(ctx, send, (ROUTER, AGGREGATOR))
-    router = Router(ctx, send)
-    joins = Joining(ctx, send, dead_letters)
+    joins = Joining(ctx, produce, dead_letters)
 
-    @app.agent(requests_topic, name=ROUTER)
-    async def route(stream: faust.StreamT[Any]) -> None:
-        # Acknowledged (auto) only after route() returns: every produce for the request is awaited in it.
-        async for event in stream.events():
-            try:
-                await router.route(event.value, decode_headers(event.message.headers))
-            except Exception as exc:  # noqa: BLE001 - per-event isolation, see module docstring
-                await dead_letters.publish(event, ROUTER, exc)
-
-    @app.agent(aggregator_inputs, name=AGGREGATOR)
-    async def aggregate(stream: faust.StreamT[Any]) -> None:
+    @app.agent(inputs, name=SEARCH_AGENT)
+    async def search(stream: faust.StreamT[Any]) -> None:
         await joins.consume(stream)
 
     @app.timer(interval=settings.aggregator_tick_ms / 1000, name="deadline-timer")  # type: ignore[untyped-decorator]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from jetbridge.airlines import AirlineRegistry, load_registry
 from jetbridge.health_board import HealthBoard, shared_board
@@ -16,11 +17,16 @@ from jetbridge.settings import Settings
 from jetbridge.topics import TopicNames, declared_topics
 from schemas.codec import AvroCodec
 
-__all__ = ["Send", "StreamContext"]
+__all__ = ["Produce", "Send", "StreamContext"]
 
 # Produce to a topic (by name) and return once the broker acknowledged it: a stage acknowledges its source
 # event only after what it produced for it is durable (at-least-once).
 Send = Callable[[str, bytes | str | None, bytes, Sequence[tuple[str, bytes]]], Awaitable[None]]
+
+# Queue an event for a topic and return at once with the broker's acknowledgement still to come: the hot
+# path queues everything one event causes (the producer batches it with its neighbours) and acknowledges
+# the source event when every acknowledgement has come (``acks.py``), instead of one round trip per send.
+Produce = Callable[[str, bytes | str | None, bytes, Sequence[tuple[str, bytes]]], Awaitable["asyncio.Future[Any]"]]
 
 
 class StreamContext:

@@ -1,9 +1,17 @@
-"""The aggregator on faust: how the join (``aggregator.py``, faust-free) meets the stream.
+"""The search agent on faust: where the router and the aggregator meet the stream.
 
-It reads the aggregator's inputs without acknowledging them (each event is held as a ticket until its
-join's reply is durable, see ``acks.py``), sends replies to the Return Address the plan names, drives
-the completion timeout from the app's timer, and on every partition assignment reads the reply topic back
-before any event is handled, so a join answered by a predecessor is never answered again (``replies.py``).
+One agent reads the requests and the airlines' responses (co-partitioned: same key, same partition
+count). A request is routed (``router.py``) and its join opened with the router's decision as the plan; a
+response joins its request's aggregation (``aggregator.py``). Nothing is acknowledged as it is read: each
+event is held as a ticket (``acks.py``) until what depends on it is durable. A request is held by its calls
+until the broker acknowledged them and by its join until its reply is acknowledged, so a worker that
+dies is replaced by one that routes and joins again exactly the requests that were open. On every
+partition assignment the reply topic is read back before any event is handled, so a request answered by
+a predecessor is never answered again (``replies.py``). The app's timer drives the completion timeout.
+
+Plans on the control topic come from stream workers of earlier versions (which sent the plan as an event)
+during a rolling upgrade, or from an operator replaying an old dead letter: they are joined like the plan
+the router hands over, whichever comes first.
 """
 
 from __future__ import annotations
@@ -26,27 +34,31 @@ from jetbridge.kafka import (
     new_traceparent,
 )
 from jetbridge.log import get_logger
-from schemas.models import AggregatorControl, AirlineResponse, ControlKind, SearchReply
+from schemas.models import AggregatorControl, AirlineResponse, ControlKind, SearchReply, SearchRequest
 from streams.acks import InOrderAcks, Ticket
 from streams.aggregator import Aggregator
-from streams.context import Send, StreamContext
+from streams.context import Produce, StreamContext
 from streams.dead_letters import DeadLetters
 from streams.replies import scan_replies
+from streams.router import Router
 
-__all__ = ["STAGE", "Joining"]
+__all__ = ["AGGREGATOR", "ROUTER", "Joining"]
 
 log = get_logger(__name__)
 
-STAGE = "aggregator"
+# The stages named in dead letters and errors: a request that cannot be routed, a response that cannot join.
+ROUTER = "router"
+AGGREGATOR = "aggregator"
 
 
 class Joining:
-    """The aggregator's faust side: its agent's body, its reply producer, its timer and rebalance hooks."""
+    """The search agent's body, its reply producer, its timer and rebalance hooks."""
 
-    def __init__(self, ctx: StreamContext, send: Send, dead_letters: DeadLetters) -> None:
+    def __init__(self, ctx: StreamContext, produce: Produce, dead_letters: DeadLetters) -> None:
         self._ctx = ctx
-        self._send = send
+        self._produce = produce
         self._dead_letters = dead_letters
+        self.router = Router(ctx, produce)
         self.acks = InOrderAcks(ack=lambda event: event.ack())
         self.core = Aggregator(
             send_reply=self.send_reply,
@@ -57,50 +69,90 @@ class Joining:
         # Set once the reply topic has been read back for the partitions this worker owns; faust resumes the
         # streams before its assignment signal's receivers finish, so the agent waits for this itself.
         self._replies_known = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
         self.ready = False
 
     async def consume(self, stream: faust.StreamT[Any]) -> None:
-        """The agent's body: every event held until its join's reply is durable (manual acknowledgement)."""
+        """The agent's body: every event held until what depends on it is durable (manual acknowledgement)."""
+        names = self._ctx.names
         async for event in stream.noack().events():  # type: ignore[attr-defined]  # StreamT lacks noack in its stub
             await self._replies_known.wait()
             message = event.message
             ticket = self.acks.hold(message.topic, message.partition, message.offset, event)
+            stage = ROUTER if message.topic == names.requests else AGGREGATOR
             try:
-                await self._handle(event, ticket)
+                if not event.key:
+                    raise DecodeError(f"{stage} input without a key (request id)")
+                if stage == ROUTER:
+                    await self._on_request(event, ticket)
+                elif message.topic == names.responses:
+                    await self._on_response(event, ticket)
+                else:
+                    await self._on_control(event, ticket)
             except Exception as exc:  # noqa: BLE001 - per-event isolation: an escaping error stops the agent
-                await self._dead_letters.publish(event, STAGE, exc)
+                await self._dead_letters.publish(event, stage, exc)
                 self.acks.release(ticket)
 
-    async def _handle(self, event: Any, ticket: Ticket) -> None:
-        if not event.key:
-            raise DecodeError("aggregator input without a key (request id)")
+    async def _on_request(self, event: Any, ticket: Ticket) -> None:
         codec = await self._ctx.codec()
-        message = event.message
-        if message.topic == self._ctx.names.responses:
-            response = await codec.decode(event.value, AirlineResponse)
-            with structlog.contextvars.bound_contextvars(request_id=response.request_id):
-                await self.core.on_response(ticket, message.partition, response)
-            return
+        request = await codec.decode(event.value, SearchRequest)
+        request_id = request.request_id
+        with structlog.contextvars.bound_contextvars(request_id=request_id, correlation_id=request.correlation_id):
+            if not self.core.admit(request_id, request.deadline):
+                self.acks.release(ticket)  # answered before: a replay
+                return
+            headers = decode_headers(event.message.headers)
+            routed = await self.router.route(codec, request, headers, self.core.answered_airlines(request_id))
+            if routed.deliveries:
+                self.acks.retain(ticket)  # until the broker acknowledged every call
+                self._watch_calls(event, ticket, routed.deliveries)
+            await self.core.on_plan(ticket, event.message.partition, routed.plan, routed.headers)
+
+    def _watch_calls(self, event: Any, ticket: Ticket, deliveries: list[asyncio.Future[Any]]) -> None:
+        async def settle() -> None:
+            results = await asyncio.gather(*deliveries, return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                # Calls the broker refused after its own retries: the request goes to the dead-letter
+                # channel (replayable); its join answers at the deadline with what did go out.
+                await self._dead_letters.publish(event, ROUTER, failed)
+            self.acks.release(ticket)
+
+        task = asyncio.ensure_future(settle())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _on_response(self, event: Any, ticket: Ticket) -> None:
+        codec = await self._ctx.codec()
+        response = await codec.decode(event.value, AirlineResponse)
+        with structlog.contextvars.bound_contextvars(request_id=response.request_id):
+            await self.core.on_response(ticket, event.message.partition, response)
+
+    async def _on_control(self, event: Any, ticket: Ticket) -> None:
+        codec = await self._ctx.codec()
         control = await codec.decode(event.value, AggregatorControl)
         if control.kind is not ControlKind.PLAN:
             self.acks.release(ticket)  # DEADLINE ticks of earlier versions: the timer is in memory now
             return
         with structlog.contextvars.bound_contextvars(request_id=control.request_id):
-            await self.core.on_plan(ticket, message.partition, control, decode_headers(message.headers))
+            if not self.core.admit(control.request_id, control.deadline):
+                self.acks.release(ticket)
+                return
+            await self.core.on_plan(ticket, event.message.partition, control, decode_headers(event.message.headers))
 
-    async def send_reply(self, reply: SearchReply, plan_headers: dict[str, str]) -> None:
-        """Produce the reply with the plan's client and trace, addressed to the bridge that asked."""
+    async def send_reply(self, reply: SearchReply, request_headers: dict[str, str]) -> asyncio.Future[Any]:
+        """Queue the reply with the request's client and trace, addressed to the bridge that asked."""
         codec = await self._ctx.codec()
         replies = self._ctx.names.replies
         headers = event_headers(
             request_id=reply.request_id,
             correlation_id=reply.correlation_id,
-            client_id=plan_headers.get(HEADER_CLIENT_ID, ""),
+            client_id=request_headers.get(HEADER_CLIENT_ID, ""),
             deadline_ms=int(reply.deadline.timestamp() * 1000),
-            traceparent=plan_headers.get(HEADER_TRACEPARENT) or new_traceparent(),
+            traceparent=request_headers.get(HEADER_TRACEPARENT) or new_traceparent(),
             extra={HEADER_REPLY_TO: reply.reply_to},
         )
-        await self._send(replies, reply.request_id.encode(), codec.encode(replies, reply), headers)
+        return await self._produce(replies, reply.request_id.encode(), codec.encode(replies, reply), headers)
 
     async def tick(self) -> None:
         """Completion timeout: answer every join whose deadline has passed, with what it has."""
@@ -115,7 +167,8 @@ class Joining:
         # Learn which requests of the partitions taken over were already answered, before any of their
         # events is handled.
         names, settings = self._ctx.names, self._ctx.settings
-        partitions = sorted({tp.partition for tp in assigned if tp.topic in (names.responses, names.control)})
+        inputs = (names.requests, names.responses, names.control)
+        partitions = sorted({tp.partition for tp in assigned if tp.topic in inputs})
         new = [p for p in partitions if p not in self._known_partitions]
         if new:
             since_ms = int((time.time() - settings.aggregator_reply_window_s) * 1000)

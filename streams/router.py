@@ -1,28 +1,31 @@
 """The router: Content-Based Router, then Scatter (one call per airline topic).
 
 For each search request it decides who is called (``jetbridge/routing.py``: route coverage, the agent's
-requested subset, open circuits), tells the aggregator whom to expect (the plan, on the control topic),
-then sends one call to each airline's own topic. The plan goes first and every produce is awaited before
-the request is acknowledged, so a crash re-routes the request rather than losing it. Nothing here knows
-faust: the app hands each event's bytes and headers in, and the events out through ``Send``.
+requested subset, open circuits) and queues one call on each airline's own topic. The decision is also the
+aggregator's plan (whom to wait for, whom to report as not called): router and aggregator run in the same
+agent over the same request, so the plan is handed over in memory, not as an event. The request itself is
+the durable record: it stays unacknowledged until its reply is durable (``joining.py``), so a worker that
+dies is replaced by one that routes it again. Nothing here knows faust.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-
-import structlog
+from typing import Any
 
 from jetbridge.airlines import Airline
 from jetbridge.kafka import HEADER_TRACEPARENT, event_headers, new_traceparent
 from jetbridge.log import get_logger
 from jetbridge.metrics import REQUESTS_ROUTED
 from jetbridge.routing import Route, route
+from schemas.codec import AvroCodec
 from schemas.models import AggregatorControl, AirlineCall, ControlKind, SearchRequest, now_utc
-from streams.context import Send, StreamContext
+from streams.context import Produce, StreamContext
 
-__all__ = ["Router", "call_for", "plan_for"]
+__all__ = ["Routed", "Router", "call_for", "plan_for"]
 
 log = get_logger(__name__)
 
@@ -56,55 +59,62 @@ def call_for(request: SearchRequest, airline: Airline, now: datetime) -> Airline
     )
 
 
+@dataclass
+class Routed:
+    """What routing one request decided and queued."""
+
+    plan: AggregatorControl
+    headers: dict[str, str]  # the envelope every event of this request carries (calls, reply)
+    deliveries: list[asyncio.Future[Any]] = field(default_factory=list)
+
+
 class Router:
     """Routes one request at a time; the caller dead-letters whatever it raises."""
 
-    def __init__(self, ctx: StreamContext, send: Send) -> None:
+    def __init__(self, ctx: StreamContext, produce: Produce) -> None:
         self._ctx = ctx
-        self._send = send
+        self._produce = produce
 
-    async def route(self, value: bytes, headers: dict[str, str]) -> None:
+    async def route(
+        self,
+        codec: AvroCodec,
+        request: SearchRequest,
+        headers: dict[str, str],
+        answered: Collection[str] = (),
+    ) -> Routed:
+        """Decide who is called and queue the calls; ``answered`` are airlines whose answer is already in
+        (a request routed again after a crash: those are not asked twice)."""
         ctx, names = self._ctx, self._ctx.names
-        codec = await ctx.codec()
-        request = await codec.decode(value, SearchRequest)
-        with structlog.contextvars.bound_contextvars(
-            request_id=request.request_id, correlation_id=request.correlation_id
-        ):
-            criteria = request.criteria
-            chosen = route(
-                ctx.airlines,
-                criteria.origin,
-                criteria.destination,
-                request.airlines,
-                deadline=request.deadline,
-                skip_reason=ctx.skip_reason(codec),
+        criteria = request.criteria
+        chosen = route(
+            ctx.airlines,
+            criteria.origin,
+            criteria.destination,
+            request.airlines,
+            deadline=request.deadline,
+            skip_reason=ctx.skip_reason(codec),
+        )
+        out: Sequence[tuple[str, bytes]] = event_headers(
+            request_id=request.request_id,
+            correlation_id=request.correlation_id,
+            client_id=request.client_id,
+            deadline_ms=int(request.deadline.timestamp() * 1000),
+            traceparent=headers.get(HEADER_TRACEPARENT) or new_traceparent(),
+        )
+        now = now_utc()
+        routed = Routed(plan_for(request, chosen, now), {k: v.decode() for k, v in out})
+        if now >= request.deadline:
+            log.warning("request arrived past its deadline; no airline is called")
+            return routed
+        key = request.request_id.encode()
+        # Scatter: each airline's topic is its own bulkhead. Queued together, acknowledged together.
+        for airline in chosen.expected:
+            if airline.code in answered:
+                continue
+            topic = names.calls(airline.code)
+            routed.deliveries.append(
+                await self._produce(topic, key, codec.encode(topic, call_for(request, airline, now)), out)
             )
-            out_headers = event_headers(
-                request_id=request.request_id,
-                correlation_id=request.correlation_id,
-                client_id=request.client_id,
-                deadline_ms=int(request.deadline.timestamp() * 1000),
-                traceparent=headers.get(HEADER_TRACEPARENT) or new_traceparent(),
-            )
-            key = request.request_id.encode()
-            now = now_utc()
-            # The plan first: the aggregator must know whom to wait for.
-            plan = plan_for(request, chosen, now)
-            await self._send(names.control, key, codec.encode(names.control, plan), out_headers)
-            if now >= request.deadline:
-                log.warning("request arrived past its deadline; no airline is called")
-                return
-            # Scatter: each airline's topic is its own bulkhead, so the sends go out together.
-            await asyncio.gather(
-                *(
-                    self._send(
-                        names.calls(a.code),
-                        key,
-                        codec.encode(names.calls(a.code), call_for(request, a, now)),
-                        out_headers,
-                    )
-                    for a in chosen.expected
-                )
-            )
-            REQUESTS_ROUTED.inc()
-            log.info("request routed", airlines=chosen.codes, not_served=chosen.not_served, skipped=chosen.skipped)
+        REQUESTS_ROUTED.inc()
+        log.debug("request routed", airlines=chosen.codes, not_served=chosen.not_served, skipped=chosen.skipped)
+        return routed

@@ -1,4 +1,5 @@
-"""Built-in connector kinds; importing this package registers each of them."""
+"""Built-in connector kinds, one module per `jetbridge.airlines.ConnectorKind`; importing this package
+registers each of them with `connectors.base.register_kind`."""
 
 from connectors.kinds import mcp, ndc, rest
 

@@ -74,7 +74,8 @@ async def guarded_search(
             if error is exc:
                 raise
             raise error from exc
-        log.info("airline search done", offers=len(offers), latency_ms=_ms(started))
+        # The worker logs the call's outcome once (``airline answered``); one line per call on the hot path.
+        log.debug("airline search done", offers=len(offers), latency_ms=_ms(started))
         return offers
 
 

@@ -35,7 +35,7 @@ from connectors.kinds import normalise as N
 from connectors.kinds.boundary import MAPPING_ERRORS, api_key, guarded_search
 from connectors.kinds.http_call import error_for_status
 from connectors.kinds.mcp_pool import CALL, AttributingTransport, CallRecord, McpSessionPool
-from jetbridge.airlines import Airline
+from jetbridge.airlines import Airline, ConnectorKind
 from jetbridge.errors import (
     AirlineBadResponse,
     AirlineError,
@@ -227,4 +227,4 @@ def _factory(airline: Airline, http: httpx.AsyncClient) -> AirlineConnector:
     return McpConnector(airline, http)
 
 
-register_kind("mcp", _factory)
+register_kind(ConnectorKind.MCP, _factory)

@@ -20,7 +20,7 @@ from connectors.base import AirlineConnector, register_kind
 from connectors.kinds import normalise as N
 from connectors.kinds.boundary import api_key, guarded_search
 from connectors.kinds.http_call import exchange
-from jetbridge.airlines import Airline
+from jetbridge.airlines import Airline, ConnectorKind
 from jetbridge.errors import AirlineBadResponse, AirlineRejected
 from jetbridge.log import get_logger
 from schemas.models import Cabin, Offer, SearchCriteria, Segment, Slice
@@ -254,4 +254,4 @@ def _factory(airline: Airline, http: httpx.AsyncClient) -> AirlineConnector:
     return NdcConnector(airline, http)
 
 
-register_kind("ndc", _factory)
+register_kind(ConnectorKind.NDC, _factory)

@@ -17,7 +17,7 @@ from connectors.base import AirlineConnector, register_kind
 from connectors.kinds.boundary import api_key, guarded_search
 from connectors.kinds.http_call import exchange
 from connectors.kinds.normalise import decode_json
-from jetbridge.airlines import Airline
+from jetbridge.airlines import Airline, ConnectorKind
 from jetbridge.errors import ConfigurationError
 from schemas.models import Offer, SearchCriteria
 
@@ -95,4 +95,4 @@ def _factory(airline: Airline, http: httpx.AsyncClient) -> AirlineConnector:
     return RestConnector(airline, http)
 
 
-register_kind("rest", _factory)
+register_kind(ConnectorKind.REST, _factory)

@@ -35,6 +35,7 @@ async def test_short_benchmark_run_measures_both_systems_and_writes_its_reports(
         sessions=2,
         airline_latency_ms=LATENCIES,
         baseline_port=18089,
+        stack_warmup_s=1.0,
         out_dir=tmp_path,
     )
     lines: list[str] = []
@@ -54,10 +55,11 @@ async def test_short_benchmark_run_measures_both_systems_and_writes_its_reports(
     assert added["p50"] == pytest.approx(
         by["jetbridge"]["latency_ms"]["p50"] - by["baseline"]["latency_ms"]["p50"], abs=0.2
     )
-    # One search: request, plan, five calls, five responses, reply, audit; plus the table's changelog.
+    # One search: request, five calls, five responses, reply, audit (the plan is handed over in memory).
     events = results["kafka_events_per_request"]
     assert events["jb.airline-responses.v1"] == pytest.approx(5.0, abs=0.5)
-    assert events["total"] >= 14
+    assert "jb.aggregator-control.v1" not in events
+    assert events["total"] == pytest.approx(13.0, abs=0.5)
     assert set(results["peak_rss_mb"]["jetbridge"]) >= {"bridge", "streams", "connectors"}
     assert (folder / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (folder / "summary.md").read_text()

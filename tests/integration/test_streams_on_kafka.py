@@ -1,8 +1,8 @@
 """The stream worker (router and aggregator) as a real process on a real broker, on topics of its own:
 deadline -> partial reply, duplicates absorbed, poison -> DLQ, and exactly one reply across kill -9.
 
-These drive the worker's inputs directly (plans and airline responses), standing in for the router's
-and connectors' output, so each case controls exactly what the aggregator has seen when it dies.
+These drive the worker's inputs directly (search requests and airline responses), standing in for the
+bridge and the connectors, so each case controls exactly what the aggregator has seen when it dies.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ async def answer(space: TopicSpace, request_id: str, airlines: list[str]) -> Non
         await space.respond(f.response(code, request_id=request_id, correlation_id=request_id))
 
 
-async def test_router_fans_a_request_out_after_telling_the_aggregator_whom_to_expect(
+async def test_router_fans_a_request_out_and_the_aggregator_joins_the_answers_without_a_plan_event(
     space: TopicSpace, worker: StreamsWorker
 ) -> None:
     request_id = rid()
@@ -64,6 +64,20 @@ async def test_router_fans_a_request_out_after_telling_the_aggregator_whom_to_ex
     await answer(space, request_id, FIVE)
     replies = await space.replies(until=lambda r: len(r) >= 1)
     assert [(r.request_id, r.status) for r in replies] == [(request_id, ReplyStatus.COMPLETE)]
+    # The router hands its plan to the aggregator in memory: nothing goes to the control topic any more.
+    assert await asyncio.to_thread(space.read_all, space.names.control, until=lambda m: False, timeout_s=2) == []
+
+
+async def test_a_plan_from_a_worker_of_an_earlier_version_is_still_joined(
+    space: TopicSpace, worker: StreamsWorker
+) -> None:
+    request_id = rid()
+    await space.send(
+        space.names.control, f.plan(["BA", "AA"], request_id=request_id, correlation_id=request_id), key=request_id
+    )
+    await answer(space, request_id, ["BA", "AA"])
+    [reply] = await space.replies(until=lambda r: len(r) >= 1)
+    assert (reply.request_id, reply.status) == (request_id, ReplyStatus.COMPLETE)
 
 
 async def test_deadline_gives_a_partial_reply_naming_each_missing_airline(
@@ -71,7 +85,7 @@ async def test_deadline_gives_a_partial_reply_naming_each_missing_airline(
 ) -> None:
     request_id = rid()
     deadline = now_utc() + timedelta(milliseconds=1500)
-    await space.plan(f.plan(FIVE, request_id=request_id, correlation_id=request_id, deadline=deadline))
+    await space.request(f.request(FIVE, request_id=request_id, correlation_id=request_id, deadline=deadline))
     await answer(space, request_id, ["BA", "AA", "VS"])
     replies = await space.replies(until=lambda r: len(r) >= 1, timeout_s=10)
     [reply] = replies
@@ -86,8 +100,8 @@ async def test_deadline_gives_a_partial_reply_naming_each_missing_airline(
 
 async def test_a_reply_where_no_airline_answered_says_so(space: TopicSpace, worker: StreamsWorker) -> None:
     request_id = rid()
-    await space.plan(
-        f.plan(
+    await space.request(
+        f.request(
             ["BA", "AA"], request_id=request_id, correlation_id=request_id, deadline=now_utc() + timedelta(seconds=1)
         )
     )
@@ -100,11 +114,11 @@ async def test_a_reply_where_no_airline_answered_says_so(space: TopicSpace, work
 
 async def test_duplicates_after_the_reply_never_make_a_second_one(space: TopicSpace, worker: StreamsWorker) -> None:
     request_id = rid()
-    plan = f.plan(["BA", "AA"], request_id=request_id, correlation_id=request_id)
-    await space.plan(plan)
+    request = f.request(["BA", "AA"], request_id=request_id, correlation_id=request_id)
+    await space.request(request)
     await answer(space, request_id, ["BA", "AA"])
     await space.replies(until=lambda r: len(r) >= 1)
-    await space.plan(plan)  # the router's retry
+    await space.request(request)  # the bridge's retry
     await answer(space, request_id, ["BA", "AA", "AA"])  # connectors' replays
     replies = await space.replies(timeout_s=3)
     assert by_request(replies) == {request_id: 1}
@@ -126,7 +140,7 @@ async def test_poison_on_every_input_goes_to_the_dlq_and_the_stream_goes_on(
     )
     assert all(TopicSpace.headers(m)["dlq.error_code"] == "decode" for m in letters)
     request_id = rid()
-    await space.plan(f.plan(["BA"], request_id=request_id, correlation_id=request_id))
+    await space.request(f.request(["BA"], request_id=request_id, correlation_id=request_id))
     await answer(space, request_id, ["BA"])
     [reply] = await space.replies(until=lambda r: len(r) >= 1)
     assert reply.status is ReplyStatus.COMPLETE, "the aggregator kept going after the poison events"
@@ -140,7 +154,7 @@ async def test_kill_9_after_three_of_five_answered_then_one_complete_reply(space
         ids = [rid() for _ in range(5)]
         for request_id in ids:
             deadline = now_utc() + timedelta(seconds=25)
-            await space.plan(f.plan(FIVE, request_id=request_id, correlation_id=request_id, deadline=deadline))
+            await space.request(f.request(FIVE, request_id=request_id, correlation_id=request_id, deadline=deadline))
             await answer(space, request_id, ["BA", "AA", "VS"])
         await asyncio.sleep(1.5)  # the worker has seen them (and committed what it could)
         assert (await first.health())["open_joins"] == 5
@@ -168,7 +182,7 @@ async def test_kill_9_right_after_a_burst_of_replies_then_no_second_reply(space:
         await first.healthy()
         ids = [rid() for _ in range(40)]
         for request_id in ids:
-            await space.plan(f.plan(FIVE, request_id=request_id, correlation_id=request_id))
+            await space.request(f.request(FIVE, request_id=request_id, correlation_id=request_id))
             await answer(space, request_id, FIVE)
         replies = await space.replies(until=lambda r: len(r) >= 40, timeout_s=30)
         assert by_request(replies) == dict.fromkeys(ids, 1)
@@ -199,7 +213,7 @@ async def test_two_workers_share_the_joins_and_one_dying_loses_nothing(space: To
         ids = [rid() for _ in range(30)]
         deadline = now_utc() + timedelta(seconds=20)
         for request_id in ids:
-            await space.plan(f.plan(FIVE, request_id=request_id, correlation_id=request_id, deadline=deadline))
+            await space.request(f.request(FIVE, request_id=request_id, correlation_id=request_id, deadline=deadline))
             await answer(space, request_id, ["BA", "AA"])
         await asyncio.sleep(1.0)
         held = [(await w.health())["open_joins"] for w in workers]

@@ -107,6 +107,11 @@ def response(airline: str = "BA", status: ResponseStatus = ResponseStatus.OK, **
     return AirlineResponse(**(values | overrides))
 
 
+def request(airlines: list[str], **overrides: Any) -> SearchRequest:
+    """A search request asking exactly ``airlines`` (all serve LHR-JFK in the default registry)."""
+    return search_request(airlines=airlines, **overrides)
+
+
 def plan(expected: list[str], **overrides: Any) -> AggregatorControl:
     now = now_utc()
     values: dict[str, Any] = {

@@ -29,7 +29,7 @@ from jetbridge.runtime import open_codec
 from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import TopicNames, declared_topics
 from schemas.codec import AvroCodec
-from schemas.models import AggregatorControl, AirlineResponse, Event, SearchReply
+from schemas.models import AirlineResponse, Event, SearchReply, SearchRequest
 
 
 def free_port() -> int:
@@ -92,8 +92,9 @@ class TopicSpace:
     async def send_raw(self, topic: str, value: bytes, *, key: str) -> None:
         await self.producer.send(topic, key=key, value=value, headers=[("request_id", key.encode())])
 
-    async def plan(self, control: AggregatorControl) -> None:
-        await self.send(self.names.control, control, key=control.request_id)
+    async def request(self, request: SearchRequest) -> None:
+        """A search request, as the bridge sends it: the worker routes it and opens its join."""
+        await self.send(self.names.requests, request, key=request.request_id)
 
     async def respond(self, response: AirlineResponse) -> None:
         await self.send(self.names.responses, response, key=response.request_id)

@@ -1,11 +1,14 @@
-"""The router (``streams/router.py``) against an in-memory registry and a recording producer: the plan goes
-to the aggregator before any call, one call per airline the shared rule picks, headers carried."""
+"""The router (``streams/router.py``) against an in-memory registry and a recording producer: one call per
+airline the shared rule picks, queued (not awaited one by one), headers carried, and the plan handed to the
+aggregator in memory: no plan event, so a search costs request, calls, responses, reply and audit."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -13,10 +16,10 @@ from jetbridge.kafka import decode_headers
 from jetbridge.routing import SkipReason
 from jetbridge.settings import Settings
 from schemas.codec import AvroCodec
-from schemas.models import AggregatorControl, AirlineCall, SearchRequest, now_utc
+from schemas.models import AirlineCall, SearchRequest, now_utc
 from schemas.registry import SchemaRegistryClient
 from streams.context import StreamContext
-from streams.router import Router
+from streams.router import Routed, Router
 from tests.support import factories as f
 from tests.support.registry_double import RegistryDouble
 
@@ -53,34 +56,43 @@ async def codec() -> AsyncIterator[AvroCodec]:
         avro = AvroCodec(SchemaRegistryClient("http://registry.test", http))
         ctx = StreamContext(Settings())
         await avro.register(ctx.names.requests, SearchRequest)
-        await avro.register(ctx.names.control, AggregatorControl)
         for a in ctx.airlines:
             await avro.register(ctx.names.calls(a.code), AirlineCall)
         yield avro
 
 
 async def route(
-    codec: AvroCodec, request: SearchRequest, skips: dict[str, str] | None = None
-) -> tuple[Context, list[Sent]]:
+    codec: AvroCodec,
+    request: SearchRequest,
+    skips: dict[str, str] | None = None,
+    answered: frozenset[str] = frozenset(),
+) -> tuple[Context, list[Sent], Routed]:
     ctx = Context(codec, skips or {})
     sent: list[Sent] = []
 
-    async def send(topic: str, key: bytes | str | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
+    async def produce(
+        topic: str, key: bytes | str | None, value: bytes, headers: Sequence[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
         sent.append(Sent(topic, key, value, decode_headers(list(headers))))
+        return asyncio.get_running_loop().create_future()  # the broker has not answered yet
 
-    await Router(ctx, send).route(codec.encode(ctx.names.requests, request), {"traceparent": TRACE})
-    return ctx, sent
+    routed = await Router(ctx, produce).route(codec, request, {"traceparent": TRACE}, answered)
+    return ctx, sent, routed
 
 
-async def test_router_sends_the_plan_first_then_one_call_per_airline_serving_the_route(codec: AvroCodec) -> None:
+async def test_router_queues_one_call_per_airline_serving_the_route_and_hands_the_plan_over(
+    codec: AvroCodec,
+) -> None:
     request = f.search_request(request_id="req-r1", correlation_id="req-r1")
-    ctx, sent = await route(codec, request)
+    ctx, sent, routed = await route(codec, request)
     names = ctx.names
     serving = [a.code for a in ctx.airlines.serving("LHR", "JFK")]
-    assert [s.topic for s in sent] == [names.control, *(names.calls(c) for c in serving)]
-    plan = await codec.decode(sent[0].value, AggregatorControl)
-    assert plan.expected_airlines == serving
-    for s in sent[1:]:
+    assert [s.topic for s in sent] == [names.calls(c) for c in serving], "no plan event: calls only"
+    assert routed.plan.expected_airlines == serving
+    assert len(routed.deliveries) == len(serving)
+    assert not any(d.done() for d in routed.deliveries), "returned before the broker answered"
+    assert routed.headers["traceparent"] == TRACE
+    for s in sent:
         call = await codec.decode(s.value, AirlineCall)
         assert (call.request_id, call.deadline) == ("req-r1", request.deadline)
     assert {s.key for s in sent} == {b"req-r1"}
@@ -92,13 +104,21 @@ async def test_router_names_skipped_and_not_served_airlines_in_the_plan_and_does
     codec: AvroCodec,
 ) -> None:
     request = f.search_request(airlines=["BA", "AA", "ZZ"])
-    ctx, sent = await route(codec, request, skips={"AA": "circuit_open"})
-    plan = await codec.decode(sent[0].value, AggregatorControl)
+    ctx, sent, routed = await route(codec, request, skips={"AA": "circuit_open"})
+    plan = routed.plan
     assert (plan.expected_airlines, plan.not_served, plan.skipped) == (["BA"], ["ZZ"], {"AA": "circuit_open"})
-    assert [s.topic for s in sent[1:]] == [ctx.names.calls("BA")]
+    assert [s.topic for s in sent] == [ctx.names.calls("BA")]
 
 
 async def test_router_calls_nobody_for_a_request_already_past_its_deadline(codec: AvroCodec) -> None:
     request = f.search_request(deadline=now_utc() - timedelta(milliseconds=1))
-    ctx, sent = await route(codec, request)
-    assert [s.topic for s in sent] == [ctx.names.control]  # the aggregator still answers it
+    _, sent, routed = await route(codec, request)
+    assert sent == []
+    assert routed.plan.expected_airlines, "the aggregator still answers it, with every airline timed out"
+
+
+async def test_a_request_routed_again_does_not_ask_airlines_whose_answer_is_in(codec: AvroCodec) -> None:
+    request = f.search_request(airlines=["BA", "AA"])
+    ctx, sent, routed = await route(codec, request, answered=frozenset({"BA"}))
+    assert [s.topic for s in sent] == [ctx.names.calls("AA")]
+    assert routed.plan.expected_airlines == ["BA", "AA"], "BA is still expected: its answer is in the join"

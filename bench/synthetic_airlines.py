@@ -1,0 +1,142 @@
+"""Synthetic airlines for ``jetbridge bench --airline-counts``: N simulated airlines that all fly one route.
+
+The registry is written in the format of ``connectors/airlines.toml`` (its ``[defaults]`` copied), so the
+stack, the simulators and the baseline read it like the shipped one. The connector kinds take turns (NDC,
+REST, MCP; REST alternates between the two REST dialects the simulators speak), each airline gets a port
+of its own and a fixed latency from a short cycle, and codes are two letters that no registry airline and
+no OpenFlights route uses; each airline serves exactly the benchmark's route.
+"""
+
+from __future__ import annotations
+
+import socket
+import string
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jetbridge.airlines import load_registry
+from jetbridge.errors import ConfigurationError
+from jetbridge.reference import routes_by_airline
+
+__all__ = ["MAX_AIRLINES", "ROUTE", "SyntheticAirline", "synthetic_fleet", "write_registry"]
+
+ROUTE = ("LHR", "JFK")
+# One uvicorn server, one calls topic and one consumer per airline, on the one machine: keep it sane.
+MAX_AIRLINES = 60
+_KINDS = ("ndc", "rest", "mcp")
+_REST_MAPPINGS = ("virgin_atlantic", "delta")
+# X, Y and Z first letters: recognisably made up, and none of the five simulated airlines.
+_FIRST_LETTERS = "XYZ"
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticAirline:
+    code: str
+    kind: str
+    mapping: str | None
+    endpoint: str
+    latency_ms: int
+
+    @property
+    def name(self) -> str:
+        dialect = f"/{self.mapping}" if self.kind == "rest" else ""
+        return f"Synthetic {self.code} ({self.kind}{dialect})"
+
+
+def _codes(count: int, taken: Iterable[str]) -> list[str]:
+    reserved = set(taken) | set(routes_by_airline())
+    free = [f"{a}{b}" for a in _FIRST_LETTERS for b in string.ascii_uppercase if f"{a}{b}" not in reserved]
+    if count > len(free):
+        raise ConfigurationError(f"only {len(free)} synthetic airline codes are free, {count} asked for")
+    return free[:count]
+
+
+def _free_ports(count: int, host: str) -> list[int]:
+    """Ports the OS says are free now (all held open together, so they differ)."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def synthetic_fleet(
+    count: int, *, taken: Iterable[str], latencies_ms: Sequence[int], host: str = "127.0.0.1"
+) -> list[SyntheticAirline]:
+    """``count`` airlines, kinds in turn, on free ports of ``host``, latencies from ``latencies_ms`` in turn."""
+    if not 1 <= count <= MAX_AIRLINES:
+        raise ConfigurationError(f"between 1 and {MAX_AIRLINES} synthetic airlines, not {count}")
+    if not latencies_ms:
+        raise ConfigurationError("synthetic airlines need at least one latency")
+    fleet: list[SyntheticAirline] = []
+    for i, (code, port) in enumerate(zip(_codes(count, taken), _free_ports(count, host), strict=True)):
+        kind = _KINDS[i % len(_KINDS)]
+        mapping = {"ndc": None, "rest": _REST_MAPPINGS[i // len(_KINDS) % 2], "mcp": "finnair"}[kind]
+        path = "/mcp" if kind == "mcp" else ""
+        latency = latencies_ms[i % len(latencies_ms)]
+        fleet.append(SyntheticAirline(code, kind, mapping, f"http://{host}:{port}{path}", latency))
+    return fleet
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigurationError(f"cannot write {value!r} to the synthetic registry")
+
+
+def _toml_tables(prefix: str, table: dict[str, Any]) -> list[str]:
+    """A parsed TOML table back as text: its values under ``[prefix]``, then its sub-tables."""
+    values = [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    lines = [f"[{prefix}]", *values, ""] if values else []
+    for key, sub in table.items():
+        if isinstance(sub, dict):
+            lines += _toml_tables(f"{prefix}.{key}", sub)
+    return lines
+
+
+def write_registry(path: Path, fleet: Sequence[SyntheticAirline], *, defaults_from: Path) -> Path:
+    """Write the fleet as an airline registry with ``defaults_from``'s ``[defaults]``; checks it reads back."""
+    try:
+        defaults = tomllib.loads(defaults_from.read_text(encoding="utf-8")).get("defaults", {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"airline registry {defaults_from}: {exc}") from exc
+    route = f"{ROUTE[0]}-{ROUTE[1]}"
+    lines = [
+        f"# Written by `jetbridge bench --airline-counts`: {len(fleet)} synthetic airlines, all flying {route}.",
+        f"# [defaults] copied from {defaults_from}. Format: connectors/airlines.toml.",
+        "",
+        *_toml_tables("defaults", defaults),
+    ]
+    for airline in fleet:
+        entry: dict[str, Any] = {
+            "name": airline.name,
+            "kind": airline.kind,
+            "endpoint": airline.endpoint,
+            "credential": f"JB_CREDENTIAL_{airline.code}",
+        }
+        if airline.mapping is not None:
+            entry["mapping"] = airline.mapping
+        # Not the OpenFlights routes: the benchmark's route is all they fly.
+        entry |= {"routes": "none", "extra_routes": [route], "timeout_ms": 2500, "concurrency": 16}
+        lines += _toml_tables(f"airlines.{airline.code}", entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    registry = load_registry(path)
+    wrong = [a.code for a in registry if a.routes != frozenset({ROUTE})]
+    if len(registry) != len(fleet) or wrong:
+        raise ConfigurationError(f"synthetic registry {path} does not read back as written (routes of {wrong})")
+    return path

@@ -1,0 +1,132 @@
+"""A short run of `jetbridge bench --airline-counts` (seconds of load), so the airline-count mode cannot rot.
+
+A stack of its own (home, ports and topic prefix) runs the usual five airlines; the benchmark restarts it
+with a registry of synthetic airlines, measures both systems with 2 and then 3 airlines per search, writes
+its reports, and brings the stack back with its own registry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.run import BenchConfig, run_airline_counts
+from infra.stack.backends import Infra
+from jetbridge.airlines import load_registry
+from jetbridge.settings import Settings
+from tests.conftest import PORT_SHIFT
+from tests.e2e.conftest import Stack, running_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
+
+# Ports and topics apart from the end-to-end and chaos stacks, so this one can run beside them.
+PREFIX = "scale."
+BRIDGE_PORT = 18180 + PORT_SHIFT
+BASELINE_PORT = 18189 + PORT_SHIFT
+SIM_CONTROL_PORT = 19180 + PORT_SHIFT
+HEALTH_PORT_BASE = 18600 + PORT_SHIFT
+AIRLINE_PORT_SHIFT = 10400 + PORT_SHIFT  # 9201 -> 19601
+
+COUNTS = (2, 3)
+LATENCIES = [40, 60]  # taken in turn: 40, 60, 40 ms
+RATE = 4.0
+MEASURED = 8  # RATE x hold_s
+SYSTEMS = ("jetbridge", "baseline")
+
+
+@pytest.fixture(scope="module")
+def scale_stack(infra: Infra, test_home: Path) -> Iterator[Stack]:
+    with running_stack(
+        infra,
+        test_home / "bench-scale",
+        bridge_port=BRIDGE_PORT,
+        control_port=SIM_CONTROL_PORT,
+        health_port_base=HEALTH_PORT_BASE,
+        airline_port_shift=AIRLINE_PORT_SHIFT,
+        JB_TOPIC_PREFIX=PREFIX,
+    ) as started:
+        yield started
+
+
+def _supervisor_env(stack: Stack) -> dict[str, str]:
+    pid = int((stack.home / "run" / "supervisor.pid").read_text().strip())
+    return dict(psutil.Process(pid).environ())
+
+
+async def test_airline_count_run_measures_both_systems_per_count_and_brings_the_stack_back(
+    scale_stack: Stack, settings: Settings, tmp_path: Path
+) -> None:
+    own_registry = scale_stack.env["JB_AIRLINES_FILE"]
+    stack_settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        SCHEMA_REGISTRY_URL=settings.schema_registry_url,
+        JB_HOME=scale_stack.home,
+        JB_AIRLINES_FILE=own_registry,
+        JB_BRIDGE_PORT=BRIDGE_PORT,
+        JB_SIM_CONTROL_PORT=SIM_CONTROL_PORT,
+        JB_HEALTH_PORT_BASE=HEALTH_PORT_BASE,
+        JB_TOPIC_PREFIX=PREFIX,
+    )
+    config = BenchConfig(
+        warmup_s=1.0,
+        hold_s=2.0,
+        sessions=2,
+        baseline_port=BASELINE_PORT,
+        out_dir=tmp_path,
+        airline_counts=[3, 2],
+        airline_counts_rate=RATE,
+        synthetic_latency_ms=LATENCIES,
+    )
+    lines: list[str] = []
+    folder = await run_airline_counts(stack_settings, config, lines.append)
+    print("\n".join(lines))
+
+    results = json.loads((folder / "results.json").read_text())
+    assert [a["kind"] for a in results["airlines"]] == ["ndc", "rest", "mcp"]
+    codes = [a["code"] for a in results["airlines"]]
+    assert not set(codes) & {"BA", "AA", "VS", "DL", "AY"}
+    runs = {(r["system"], r["airline_count"]): r for r in results["runs"]}
+    assert set(runs) == {(system, n) for system in SYSTEMS for n in COUNTS}
+    for (_, n), run in runs.items():
+        assert run["requests"] == MEASURED, run
+        assert run["errors"] == 0, run
+        assert run["statuses"] == {"complete": MEASURED}, run
+        # Every search was answered with exactly the N airlines it asked for, each of them ok.
+        assert run["airlines_per_reply"] == {str(n): MEASURED}, run
+        assert run["airline_statuses"] == {"ok": n * MEASURED}, run
+        assert run["latency_ms"]["p50"] >= max(LATENCIES), run
+        assert run["cpu_s_per_request"]["total"] > 0, run
+
+    # Jetbridge: one call and one response per airline asked, on its prefixed topics; the baseline: none.
+    by_count = {row["airlines"]: row for row in results["by_count"]}
+    for n in COUNTS:
+        jb = by_count[n]["jetbridge"]
+        assert jb["calls"] == pytest.approx(n, abs=0.01), jb
+        assert jb["responses"] == pytest.approx(n, abs=0.01), jb
+        assert by_count[n]["baseline"]["kafka_events_per_search"] == 0
+        assert set(by_count[n]["added_latency_ms"]) == {"p50", "p95", "p99"}
+    events = runs[("jetbridge", 3)]["kafka_events_per_request"]
+    assert all(topic.startswith(PREFIX) for topic in events if topic != "total"), events
+    growth = by_count[3]["jetbridge"]["kafka_events_per_search"] - by_count[2]["jetbridge"]["kafka_events_per_search"]
+    assert growth == pytest.approx(2.0, abs=0.2)
+    assert results["growth"]["kafka_events_per_added_airline"] == pytest.approx(2.0, abs=0.2)
+
+    assert (folder / "airline-counts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (folder / "summary.md").read_text()
+    assert "| 2 |" in summary
+    assert "| 3 |" in summary
+    assert "Each added airline per search" in summary
+    assert load_registry(folder / "airlines.toml").codes() == codes
+    assert (tmp_path / "latest-airline-counts" / "results.json").exists()
+    assert any("restarting it with the synthetic registry" in line for line in lines), lines
+    assert any("3 airlines, baseline at 4/s" in line for line in lines), lines
+
+    # The stack runs again as before: its own registry, every instance healthy.
+    assert any("stack restored" in line for line in lines), lines
+    assert _supervisor_env(scale_stack)["JB_AIRLINES_FILE"] == own_registry
+    status = scale_stack.jetbridge("status")
+    assert status.returncode == 0, status.stdout
