@@ -17,20 +17,21 @@ import argparse
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.base import AirlineConnector, build_connector
 from connectors.worker import airline_response
 from jetbridge.airlines import Airline, AirlineRegistry, load_registry
-from jetbridge.errors import AirlineError, AirlineTimeout
+from jetbridge.errors import AirlineError, AirlineTimeout, JetbridgeError
 from jetbridge.http import build_http_client
 from jetbridge.log import configure_logging, get_logger
 from jetbridge.routing import attempt_timeout_s, call_budget_s, route
 from jetbridge.runtime import run
 from jetbridge.settings import Settings, get_settings
 from mcp_bridge.server import AirlineInfo, airline_infos, build_server, serve_app
-from mcp_bridge.service import SearchResult, result_of
+from mcp_bridge.service import SearchResult, rejected, result_of
 from mcp_bridge.validation import SearchArguments, SearchRules
 from schemas.models import (
     AggregatorControl,
@@ -64,6 +65,12 @@ class DirectFanOut:
     def rules(self) -> SearchRules:
         """The bridge's checks with this registry and these limits (the MCP tool parses arguments with them)."""
         return self._rules
+
+    def refused(
+        self, error: JetbridgeError, arguments: Mapping[str, object], *, client_id: str, started: float, tool: str
+    ) -> None:
+        """Logged and counted as the bridge does; the baseline has no audit trail."""
+        rejected(error, started)
 
     async def search(self, arguments: SearchArguments, *, client_id: str) -> SearchResult:
         started = time.monotonic()

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jetbridge.airlines import load_registry
+from connectors.pins import DEFAULT_PINS_FILE, PinBook
+from jetbridge.airlines import AirlineRegistry, load_registry
 from jetbridge.errors import ConfigurationError
 from jetbridge.reference import routes_by_airline
 
@@ -108,6 +109,25 @@ def _toml_tables(prefix: str, table: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _pin_mcp_airlines(pins_file: Path, fleet: Sequence[SyntheticAirline], real: AirlineRegistry) -> None:
+    """Pin each synthetic MCP airline to the tools already approved for the real airline its simulator
+    stands in for (same mapping, same simulated server): otherwise every one would be quarantined."""
+    book = PinBook(pins_file)
+    if pins_file.exists():
+        pins_file.unlink()
+    for airline in fleet:
+        if airline.kind != "mcp":
+            continue
+        model = next((a for a in real if a.kind == "mcp" and a.mapping == airline.mapping), None)
+        pin = PinBook(model.mcp_pins or DEFAULT_PINS_FILE).get(model.code) if model is not None else None
+        if pin is None:
+            raise ConfigurationError(
+                f"no approved MCP pin to copy for synthetic airline {airline.code} (mapping {airline.mapping}): "
+                "approve the real one first with `jetbridge airlines approve <IATA>`"
+            )
+        book.approve(airline.code, list(pin.tools), endpoint=airline.endpoint)
+
+
 def write_registry(path: Path, fleet: Sequence[SyntheticAirline], *, defaults_from: Path) -> Path:
     """Write the fleet as an airline registry with ``defaults_from``'s ``[defaults]``; checks it reads back."""
     try:
@@ -115,9 +135,12 @@ def write_registry(path: Path, fleet: Sequence[SyntheticAirline], *, defaults_fr
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"airline registry {defaults_from}: {exc}") from exc
     route = f"{ROUTE[0]}-{ROUTE[1]}"
+    pins_file = path.with_name(f"{path.stem}-mcp-pins.toml")
     lines = [
         f"# Written by `jetbridge bench --airline-counts`: {len(fleet)} synthetic airlines, all flying {route}.",
         f"# [defaults] copied from {defaults_from}. Format: connectors/airlines.toml.",
+        "",
+        f"mcp_pins = {_toml_value(pins_file.name)}",
         "",
         *_toml_tables("defaults", defaults),
     ]
@@ -135,6 +158,7 @@ def write_registry(path: Path, fleet: Sequence[SyntheticAirline], *, defaults_fr
         lines += _toml_tables(f"airlines.{airline.code}", entry)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")
+    _pin_mcp_airlines(pins_file, fleet, load_registry(defaults_from))
     registry = load_registry(path)
     wrong = [a.code for a in registry if a.routes != frozenset({ROUTE})]
     if len(registry) != len(fleet) or wrong:

@@ -218,7 +218,8 @@ class AirlineGuard:
             result = await attempt(timeout_s)
         except AirlineError as exc:
             duration = self._clock.monotonic() - started
-            ignored = exc.code in self.airline.breaker.ignored_codes
+            # A quarantine (a CircuitOpen) says the airline's tools changed, not that it is failing.
+            ignored = exc.code in self.airline.breaker.ignored_codes or isinstance(exc, CircuitOpen)
             self.breaker.record(permit, Outcome.IGNORED if ignored else Outcome.FAILED, duration, exc.code)
             if isinstance(exc, AirlineThrottled) and exc.retry_after_s:
                 self.hold(self._clock.wall() + exc.retry_after_s, publish=True)

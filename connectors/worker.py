@@ -17,7 +17,8 @@ airline's rate limit has a token for it (or it will fail fast without one); othe
 fetching the airline's partitions (backpressure) rather than buffering calls without bound. Only calls that
 failed for good (after their retries) and poison reach the dead-letter topic: a circuit open, a rate-limit
 or Retry-After wait that would pass the deadline, and timeouts are the airline's state, told in the
-response and counted in metrics.
+response and counted in metrics. So is a quarantine (an MCP airline whose tools differ from the approved pin,
+``connectors/pins.py``): such a call is answered before the guard, spending no token and no breaker permit.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ import structlog
 from confluent_kafka import KafkaException, Message, TopicPartition
 
 from connectors.base import AirlineConnector, build_connector
-from connectors.resilience import AirlineGuard, Clock
+from connectors.pins import quarantine_refusal
+from connectors.resilience import AirlineGuard, CallOutcome, Clock
 from jetbridge.airlines import Airline
 from jetbridge.dlq import Backoff, DeadLetterChannel, DeadLetterSend, DlqHeaders, belongs_in_dlq, dead_letter
 from jetbridge.errors import (
+    AirlineQuarantined,
     AirlineThrottled,
     AirlineTimeout,
     CircuitOpen,
@@ -82,7 +85,12 @@ _IDLE_POLL_S = 0.5
 # Calls waiting in memory for the airline's rate limit before the worker stops fetching: one fetch batch.
 _BACKLOG_LIMIT = 64
 # Outcome labels of jb_airline_calls_total for calls the airline never saw or asked us to slow down.
-_OUTCOMES = {CircuitOpen.code: "circuit_open", RateLimited.code: "rate_limited", AirlineThrottled.code: "throttled"}
+_OUTCOMES = {
+    CircuitOpen.code: "circuit_open",
+    RateLimited.code: "rate_limited",
+    AirlineThrottled.code: "throttled",
+    AirlineQuarantined.code: "quarantined",
+}
 
 
 class Commit(NamedTuple):
@@ -507,9 +515,21 @@ class ConnectorWorker:
         started = time.monotonic()
         # The guard caps each attempt inside it by the airline's timeout_ms (the shared attempt rule).
         budget = call_budget_s(call.deadline, self._margin, now_utc())
-        outcome = await self.guard.call(
-            lambda timeout_s: self._call_airline(call, timeout_s), budget_s=budget, operation="search", prepaid=prepaid
-        )
+        # A quarantined airline (its MCP tools changed from the approved pin, connectors/pins.py) is answered
+        # at once: no token, no breaker permit, no attempt.
+        refused = quarantine_refusal(self._connector)
+        outcome: CallOutcome[list[Offer]]
+        if refused is not None:
+            if prepaid:
+                self.guard.bucket.refund()
+            outcome = CallOutcome(None, refused, 0)
+        else:
+            outcome = await self.guard.call(
+                lambda timeout_s: self._call_airline(call, timeout_s),
+                budget_s=budget,
+                operation="search",
+                prepaid=prepaid,
+            )
         offers: list[Offer] = outcome.result or []
         error = outcome.error
         elapsed = time.monotonic() - started

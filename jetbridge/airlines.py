@@ -141,6 +141,8 @@ class Airline:
     retry: Mapping[str, RetryPolicy] = field(default_factory=_default_retry, repr=False, hash=False)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy, repr=False)
     rate_limit: RateLimit = field(default_factory=RateLimit, repr=False)
+    # Where its MCP tools' approved pin is kept (kind mcp only); None: connectors/mcp_pins.toml.
+    mcp_pins: Path | None = field(default=None, repr=False)
 
     def serves(self, origin: str, destination: str) -> bool:
         return (origin, destination) in self.routes
@@ -231,6 +233,9 @@ class _RegistryFile(_Strict):
 
     defaults: dict[str, Any] = Field(default_factory=dict)
     airlines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # The approved tools of the airlines' own MCP servers (connectors/pins.py), relative to this file;
+    # unset: connectors/mcp_pins.toml.
+    mcp_pins: str | None = None
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -326,6 +331,7 @@ def load_registry(path: Path | None = None) -> AirlineRegistry:
     retry = _retry_policies(defaults.retry, _default_retry(), path, "defaults.retry")
     breaker = _policy(BreakerPolicy(), defaults.breaker, path, "defaults.breaker")
     rate_limit = _policy(RateLimit(), defaults.rate_limit, path, "defaults.rate_limit")
+    pins = (path.parent / registry.mcp_pins).resolve() if registry.mcp_pins else None
     airlines: list[Airline] = []
     for code, table in registry.airlines.items():
         if not _is_airline_code(code):
@@ -350,6 +356,7 @@ def load_registry(path: Path | None = None) -> AirlineRegistry:
                 retry=_retry_policies(entry.retry, retry, path, f"{where}.retry"),
                 breaker=_policy(breaker, entry.breaker, path, f"{where}.breaker"),
                 rate_limit=_policy(rate_limit, entry.rate_limit, path, f"{where}.rate_limit"),
+                mcp_pins=pins,
             )
         )
     return AirlineRegistry(airlines)

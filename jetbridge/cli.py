@@ -7,6 +7,8 @@ jetbridge demo                                  an AI-agent search through MCP, 
 jetbridge topics apply                          declare every topic (idempotent)
 jetbridge bench                                 Jetbridge against a direct fan-out baseline (see bench/run.py)
 jetbridge dlq list|show|replay                  dead letters: what failed and why; replay them (jetbridge/dlq_ops/)
+jetbridge audit [--client … --outcome … --since …]   tool calls as audited, with counts by outcome
+jetbridge airlines approve IATA|pins            pin an MCP airline's tools; show pins against live servers
 jetbridge run COMPONENT                         one component in the foreground (bridge, streams, connectors,
                                                 simulators)
 """
@@ -374,6 +376,18 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     return await run(settings, args)
 
 
+async def _airlines(settings: Settings, args: argparse.Namespace) -> int:
+    from connectors.pin_review import run
+
+    return await run(load_registry(settings.airlines_file), args, _console())
+
+
+async def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from jetbridge.audit_ops import run
+
+    return await run(settings, args)
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     module = {
         "bridge": "mcp_bridge",
@@ -445,9 +459,15 @@ def main(argv: list[str] | None = None) -> int:
     from jetbridge.dlq_ops.command import add_arguments as add_dlq_arguments
 
     add_dlq_arguments(sub.add_parser("dlq", help="dead letters: list, show, replay"))
+    from connectors.pin_review import add_arguments as add_airlines_arguments
+
+    add_airlines_arguments(sub.add_parser("airlines", help="MCP airlines' pinned tools: approve, pins"))
     p_run = sub.add_parser("run", help="run one component in the foreground")
     p_run.add_argument("component", choices=["bridge", "streams", "connectors", "simulators"])
     p_run.add_argument("rest", nargs=argparse.REMAINDER)
+    from jetbridge.audit_ops import add_arguments as add_audit_arguments
+
+    add_audit_arguments(sub.add_parser("audit", help="tool calls on jb.audit.v1, filtered, with counts by outcome"))
     args = parser.parse_args(argv)
     if args.command == "bench" and args.airline_counts and args.soak:
         p_bench.error("--soak runs with the rates, not with --airline-counts")
@@ -462,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         "topics": _topics,
         "bench": _bench,
         "dlq": _dlq,
+        "audit": _audit,
+        "airlines": _airlines,
     }
     try:
         return asyncio.run(handlers[args.command](settings, args))

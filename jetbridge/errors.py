@@ -11,6 +11,10 @@ so never rename one) and a ``retriable`` flag that retry logic reads instead of 
     │   └── DecodeError                   bytes that are not a valid event (poison; never retried)
     ├── KafkaError                        produce/consume failures (retriable)
     ├── BackboneUnavailable               the broker or a stage cannot serve now (retriable, retry_after_s)
+    ├── OverLimit                         the bridge will not take this client's call now (retriable,
+    │   │                                 retry_after_s); nothing was published
+    │   ├── ClientRateLimited             over the client's rate, or the bridge's in-flight cap (rate_limited)
+    │   └── QuotaExceeded                 the client's daily quota or look-to-book budget is used up
     ├── DeadlineExceeded                  the request's deadline passed before work could finish
     │   └── RequestExpired                too old to answer safely (past the aggregator's reply window)
     └── AirlineError                      anything that went wrong talking to one airline
@@ -20,6 +24,7 @@ so never rename one) and a ``retriable`` flag that retry logic reads instead of 
         ├── AirlineRejected               4xx or an NDC <Errors> answer: the airline said no
         ├── AirlineBadResponse            a body we cannot parse or that breaks the contract
         ├── CircuitOpen                   the airline's circuit breaker is open: not called (fail fast)
+        │   └── AirlineQuarantined        its MCP tools changed from the approved pin: not called until approved
         └── RateLimited                   our rate limit for the airline had no room before the deadline
 """
 
@@ -30,18 +35,22 @@ from typing import ClassVar
 __all__ = [
     "AirlineBadResponse",
     "AirlineError",
+    "AirlineQuarantined",
     "AirlineRejected",
     "AirlineThrottled",
     "AirlineTimeout",
     "AirlineUnavailable",
     "BackboneUnavailable",
     "CircuitOpen",
+    "ClientRateLimited",
     "ConfigurationError",
     "DeadlineExceeded",
     "DecodeError",
     "InvalidInput",
     "JetbridgeError",
     "KafkaError",
+    "OverLimit",
+    "QuotaExceeded",
     "RateLimited",
     "RequestExpired",
     "SchemaError",
@@ -110,6 +119,30 @@ class BackboneUnavailable(JetbridgeError):
         self.retry_after_s = retry_after_s
 
 
+class OverLimit(JetbridgeError):
+    """A tool call refused for the client's allowance or the bridge's load, before anything was published;
+    ``retry_after_s`` (whole seconds, at least 1) is when trying again can succeed."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ClientRateLimited(OverLimit):
+    """The client's token bucket is empty, or the bridge holds as many searches as it may (load shedding).
+    The same code as `RateLimited`: a rate limit had no room, here the agent's own."""
+
+    code = "rate_limited"
+
+
+class QuotaExceeded(OverLimit):
+    """The client's daily quota, or its look-to-book budget (searches without a booking), is used up."""
+
+    code = "quota_exceeded"
+
+
 class DeadlineExceeded(JetbridgeError):
     code = "deadline_exceeded"
 
@@ -165,3 +198,11 @@ class RateLimited(AirlineError):
     """Our own rate limit for the airline (its credential's token bucket) had no room before the deadline."""
 
     code = "rate_limited"
+
+
+class AirlineQuarantined(CircuitOpen):
+    """The airline's MCP server lists tools that differ from the approved pin (``connectors/mcp_pins.toml``),
+    so it is not called until an operator approves them (``jetbridge airlines approve <IATA>``). Like an open
+    circuit it is told in the reply, not dead-lettered, and not retried; unlike one, no probe ends it."""
+
+    code = "airline_quarantined"

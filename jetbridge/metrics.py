@@ -16,6 +16,7 @@ at 0. Label values are bounded sets (stage, airline code, status, error code), n
     jb_airline_call_duration_seconds   histogram  airline           connectors (one call, retries included)
     jb_airline_retries_total           counter    airline           connectors
     jb_circuit_state                   gauge      airline           connectors (0 closed, 1 half-open, 2 open)
+    jb_airline_quarantined             gauge      airline           connectors (1: MCP tools differ from the pin)
     jb_rate_limit_waits_total          counter    airline           connectors
     jb_rate_limit_wait_seconds_total   counter    airline           connectors
     jb_errors_total                    counter    stage, code       every stage
@@ -40,6 +41,7 @@ from jetbridge.log import get_logger
 __all__ = [
     "AIRLINE_CALLS",
     "AIRLINE_CALL_SECONDS",
+    "AIRLINE_QUARANTINED",
     "AIRLINE_RETRIES",
     "CIRCUIT_STATE",
     "CONSUMER_LAG",
@@ -81,6 +83,9 @@ AIRLINE_CALL_SECONDS = Histogram(
 )
 AIRLINE_RETRIES = Counter("jb_airline_retries", "Airline calls tried again after a retriable error.", ["airline"])
 CIRCUIT_STATE = Gauge("jb_circuit_state", "Circuit breaker per airline: 0 closed, 1 half-open, 2 open.", ["airline"])
+AIRLINE_QUARANTINED = Gauge(
+    "jb_airline_quarantined", "1 while an airline's MCP tools differ from the approved pin (not called).", ["airline"]
+)
 RATE_LIMIT_WAITS = Counter("jb_rate_limit_waits", "Calls that waited for the airline's rate limit.", ["airline"])
 RATE_LIMIT_WAIT_SECONDS = Counter(
     "jb_rate_limit_wait_seconds", "Time calls spent waiting for the airline's rate limit.", ["airline"]

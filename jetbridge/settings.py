@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     max_deadline_ms: int = Field(default=15000, ge=200, validation_alias="JB_MAX_DEADLINE_MS")
     default_max_offers: int = Field(default=20, ge=1, validation_alias="JB_DEFAULT_MAX_OFFERS")
     currency: str = Field(default="USD", validation_alias="JB_CURRENCY")
+    # The bridge's boundary (mcp_bridge/boundary.py). Sessions: a cap in all and one per client (x-client-id,
+    # or the address of an anonymous one), so one client cannot take every session; an idle session ends
+    # after bridge_session_idle_s. At about 40 kB a session, the total cap bounds the bridge's memory.
+    bridge_max_sessions: int = Field(default=1000, ge=1, validation_alias="JB_BRIDGE_MAX_SESSIONS")
+    bridge_max_sessions_per_client: int = Field(default=16, ge=1, validation_alias="JB_BRIDGE_MAX_SESSIONS_PER_CLIENT")
+    bridge_session_idle_s: float = Field(default=300.0, gt=0, validation_alias="JB_BRIDGE_SESSION_IDLE_S")
+    # A search's request is a few hundred bytes; a larger body is refused (413) before it is read whole.
+    bridge_max_body_bytes: int = Field(default=256 * 1024, ge=1024, validation_alias="JB_BRIDGE_MAX_BODY_BYTES")
 
     airlines_file: Path | None = Field(
         default=None,
@@ -95,6 +103,13 @@ class Settings(BaseSettings):
     stop_grace_s: float = Field(default=20.0, gt=0, validation_alias="JB_STOP_GRACE_S")
     # How long `jetbridge up` waits for every instance to be healthy.
     up_timeout_s: float = Field(default=180.0, gt=0, validation_alias="JB_UP_TIMEOUT_S")
+
+    # The client registry (TOML): which airlines each agent may search, how often and how much; the one in
+    # mcp_bridge/clients.toml by default (README "Clients and their allowance").
+    clients_file: Path | None = Field(default=None, validation_alias="JB_CLIENTS_FILE")
+    # Searches one bridge process holds waiting for their replies; a search beyond it is shed at once
+    # (rate_limited) instead of queueing without bound.
+    bridge_max_in_flight: int = Field(default=1000, ge=1, validation_alias="JB_BRIDGE_MAX_IN_FLIGHT")
 
     @property
     def state_dir(self) -> Path:

@@ -8,29 +8,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any, Protocol
 
 import structlog
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, InputRequiredResult
+from mcp_types import Tool as MCPTool
 from pydantic import BaseModel, WithJsonSchema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from jetbridge.airlines import AirlineRegistry
-from jetbridge.errors import BackboneUnavailable, DeadlineExceeded, InvalidInput, JetbridgeError
+from jetbridge.errors import BackboneUnavailable, DeadlineExceeded, InvalidInput, JetbridgeError, OverLimit
 from jetbridge.log import configure_logging, get_logger
 from jetbridge.metrics import metrics_answer
 from jetbridge.runtime import Runtime, kafka_config, open_runtime, run
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames
 from mcp_bridge.airline_health import AirlineHealthView, CircuitView
+from mcp_bridge.boundary import SessionLimits, StampArrival, arrived_at, client_id
 from mcp_bridge.correlator import ReplyCorrelator
-from mcp_bridge.service import REPLY_GRACE_S, SearchResult, SearchService, rejected
-from mcp_bridge.validation import SearchArguments, SearchRules
+from mcp_bridge.service import REPLY_GRACE_S, SearchResult, SearchService
+from mcp_bridge.validation import MIN_DEADLINE_MS, SearchArguments, SearchRules, excerpt, field_name
 
 __all__ = [
     "AirlineInfo",
@@ -38,6 +42,7 @@ __all__ = [
     "SearchBackend",
     "airline_infos",
     "build_server",
+    "http_app",
     "main",
     "serve",
     "serve_app",
@@ -80,6 +85,12 @@ class SearchBackend(Protocol):
         ...
 
     async def search(self, arguments: SearchArguments, *, client_id: str) -> SearchResult: ...
+
+    def refused(
+        self, error: JetbridgeError, arguments: Mapping[str, object], *, client_id: str, started: float, tool: str
+    ) -> None:
+        """Log, count (and where there is an audit trail, audit) a call the MCP layer refused itself."""
+        ...
 
     def airlines(self) -> list[AirlineInfo]: ...
 
@@ -150,6 +161,11 @@ class Bridge:
     async def search(self, arguments: SearchArguments, *, client_id: str) -> SearchResult:
         return await self.service.search(arguments, client_id=client_id)
 
+    def refused(
+        self, error: JetbridgeError, arguments: Mapping[str, object], *, client_id: str, started: float, tool: str
+    ) -> None:
+        self.service.refused(error, arguments, client_id=client_id, started=started, tool=tool)
+
     def airlines(self) -> list[AirlineInfo]:
         return airline_infos(self.runtime.airlines, self.airline_health)
 
@@ -163,26 +179,87 @@ class Bridge:
         }
 
 
+class _ClosedToolsServer(MCPServer):
+    """An MCP server whose tools take the arguments their schema lists and nothing else.
+
+    The SDK drops arguments a tool does not declare; an agent that misspells one (``passengers`` for
+    ``adults``) would get a search it did not ask for. Here such a call is refused naming the argument,
+    and every tool's schema says ``additionalProperties: false``. Unknown tools and missing arguments are
+    refused in the same form, never with the SDK's own text (which quotes everything the agent sent).
+    """
+
+    async def list_tools(self) -> list[MCPTool]:
+        tools = await super().list_tools()
+        return [t.model_copy(update={"input_schema": t.input_schema | {"additionalProperties": False}}) for t in tools]
+
+    backend: SearchBackend | None = None  # set by build_server: refusals here are audited like the tool's
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        schemas = {t.name: t.input_schema for t in await super().list_tools()}
+        if name not in schemas:
+            known = ", ".join(schemas)
+            raise self._refuse(
+                name, arguments, context, "name", f"{excerpt(name)} is not a tool of Jetbridge ({known})"
+            )
+        schema = schemas[name]
+        unknown = [key for key in arguments if key not in schema.get("properties", {})]
+        if unknown:
+            raise self._refuse(name, arguments, context, field_name(unknown[0]), f"is not an argument of {name}")
+        # Checked here, not by the SDK, whose refusal would be pydantic's text quoting every argument.
+        missing = [key for key in schema.get("required", ()) if arguments.get(key) is None]
+        if missing:
+            raise self._refuse(name, arguments, context, missing[0], "is required")
+        return await super().call_tool(name, arguments, context)
+
+    def _refuse(
+        self, tool: str, arguments: dict[str, Any], context: Context[Any, Any] | None, field: str, reason: str
+    ) -> ToolError:
+        if self.backend is not None:
+            error = InvalidInput(field, reason)
+            started = asyncio.get_running_loop().time()
+            client_id = _client_id(context) if context is not None else "anonymous"
+            # an unknown tool's name is the agent's text: only an excerpt of it is kept
+            named = excerpt(tool) if field == "name" else tool
+            self.backend.refused(error, arguments, client_id=client_id, started=started, tool=named)
+        known_tool = tool if field != "name" else None
+        return ToolError(_invalid(field, reason, tool=known_tool))
+
+
+def _invalid(field: str, reason: str, *, tool: str | None = None) -> str:
+    """The one form of every refused argument, as the agent reads it."""
+    prefix = f"Error executing tool {tool}: " if tool else ""
+    return f"{prefix}Invalid argument '{field}': {reason} (code {InvalidInput.code})"
+
+
 def build_server(backend: SearchBackend, *, name: str = "jetbridge") -> MCPServer:
-    server = MCPServer(name, instructions=INSTRUCTIONS, version="0.1.0")
+    server = _ClosedToolsServer(name, instructions=INSTRUCTIONS, version="0.1.0")
+    server.backend = backend
 
     async def search_offers(ctx: Context, **raw: object) -> SearchResult:
         started = asyncio.get_running_loop().time()
+        arrived = _arrival(ctx)
         try:
             arguments = SearchArguments.parse(raw, backend.rules)
         except InvalidInput as exc:
-            rejected(exc, started)
-            raise ToolError(f"Invalid argument '{exc.field}': {exc.reason} (code {exc.code})") from exc
+            backend.refused(exc, raw, client_id=_client_id(ctx), started=started, tool="search_offers")
+            raise ToolError(_invalid(exc.field, exc.reason)) from exc
         try:
+            arguments = _deadline_from_arrival(arguments, arrived)
             return await backend.search(arguments, client_id=_client_id(ctx))
         except InvalidInput as exc:
-            raise ToolError(f"Invalid argument '{exc.field}': {exc.reason} (code {exc.code})") from exc
+            raise ToolError(_invalid(exc.field, exc.reason)) from exc
         except BackboneUnavailable as exc:
             raise ToolError(
                 f"{exc.message} (code {exc.code}, retriable, retry_after_s {exc.retry_after_s:.0f})"
             ) from exc
         except DeadlineExceeded as exc:
             raise ToolError(f"{exc.message} (code {exc.code})") from exc
+        except OverLimit as exc:
+            raise ToolError(
+                f"{exc.message} (code {exc.code}, retriable, retry_after_s {exc.retry_after_s:.0f})"
+            ) from exc
         except JetbridgeError as exc:
             log.error("search failed", error_code=exc.code, error=exc.message)
             raise ToolError(f"search failed: {exc.message} (code {exc.code})") from exc
@@ -248,13 +325,59 @@ def _client_id(ctx: Context) -> str:
         headers = ctx.headers or {}
     except ValueError:
         headers = {}
-    value = headers.get("x-client-id", "anonymous")
-    return value[:64] if value.replace("-", "").replace("_", "").isalnum() else "anonymous"
+    return client_id(headers)
 
 
-async def serve_app(server: MCPServer, host: str, port: int) -> None:
+def _arrival(ctx: Context) -> float:
+    """When this call reached the bridge (time.monotonic()): its HTTP request's stamp, else now (in memory)."""
+    try:
+        request = ctx.request_context.request
+    except ValueError:
+        request = None
+    return arrived_at(getattr(request, "scope", None)) or time.monotonic()
+
+
+def _deadline_from_arrival(arguments: SearchArguments, arrived: float) -> SearchArguments:
+    """The search's arguments with what is left of its deadline, counted from its arrival at the bridge.
+
+    Time queued in the bridge (sessions opening, a busy event loop) is the agent's time too: the deadline
+    the airlines get is arrival + deadline_ms, and a search with too little left is not published at all.
+    """
+    queued_ms = int((time.monotonic() - arrived) * 1000)
+    if queued_ms <= 0:
+        return arguments
+    left_ms = arguments.deadline_ms - queued_ms
+    if left_ms < MIN_DEADLINE_MS:
+        log.warning("search refused: queued past its deadline", queued_ms=queued_ms, deadline_ms=arguments.deadline_ms)
+        raise DeadlineExceeded(
+            f"the search waited {queued_ms} ms in the bridge before it could start, leaving {max(left_ms, 0)} ms "
+            f"of its {arguments.deadline_ms} ms deadline; nothing was sent to any airline"
+        )
+    return arguments.model_copy(update={"deadline_ms": left_ms})
+
+
+def http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.0.1") -> StampArrival:
+    """The bridge's HTTP application: the server at /mcp behind the boundary's checks (`mcp_bridge.boundary`).
+
+    The SDK caps sessions in all, expires idle ones, limits bodies (413) and, on a loopback host, checks
+    Origin and Host; `SessionLimits` adds the cap per client, `StampArrival` the arrival time.
+    """
+    app = server.streamable_http_app(
+        streamable_http_path="/mcp",
+        host=host,
+        max_sessions=settings.bridge_max_sessions,
+        session_idle_timeout=settings.bridge_session_idle_s,
+        max_request_body_size=settings.bridge_max_body_bytes,
+    )
+    limited = SessionLimits(
+        app, per_client=settings.bridge_max_sessions_per_client, idle_s=settings.bridge_session_idle_s
+    )
+    return StampArrival(limited)
+
+
+async def serve_app(server: MCPServer, host: str, port: int, settings: Settings | None = None) -> None:
     """Serve an MCP server over streamable HTTP at /mcp until SIGTERM/SIGINT (uvicorn handles both)."""
-    app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    app = http_app(server, settings or get_settings(), host=host)
     # log_config=None: uvicorn's lines go through our logging (JSON), not its own formatter.
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", log_config=None, lifespan="on", timeout_graceful_shutdown=5
@@ -267,7 +390,7 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     """Run one bridge instance until SIGTERM/SIGINT."""
     async with Bridge.open(settings) as bridge:
         structlog.contextvars.bind_contextvars(instance=bridge.correlator.instance_id)
-        await serve_app(build_server(bridge), host or settings.bridge_host, port or settings.bridge_port)
+        await serve_app(build_server(bridge), host or settings.bridge_host, port or settings.bridge_port, settings)
         await bridge.service.drain()
 
 

@@ -1,11 +1,16 @@
 """The bridge's work behind the MCP tools: turn a search's arguments into an event, wait for its reply.
 
-Kept apart from the MCP layer so it can be driven directly in tests.
+Kept apart from the MCP layer so it can be driven directly in tests. Before anything is published a search
+passes the client's allowance (`mcp_bridge.entitlements`: airlines, fan-out, deadline, rate, quotas) and the
+bridge's in-flight cap; every call, answered or refused, leaves one record on the audit topic, written off the
+reply path, with a hash of its arguments and never the arguments themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -15,13 +20,14 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 
-from jetbridge.errors import BackboneUnavailable, InvalidInput, JetbridgeError
+from jetbridge.errors import BackboneUnavailable, InvalidInput, JetbridgeError, OverLimit
 from jetbridge.kafka import event_headers, new_traceparent
 from jetbridge.log import get_logger
 from jetbridge.metrics import SEARCH_SECONDS, SEARCHES
 from jetbridge.runtime import Runtime
 from jetbridge.topics import TopicNames
 from mcp_bridge.correlator import ReplyCorrelator
+from mcp_bridge.entitlements import TrafficControl, load_clients
 from mcp_bridge.validation import SearchArguments, SearchRules
 from schemas.models import AuditRecord, Offer, SearchReply, SearchRequest, now_utc
 
@@ -32,6 +38,7 @@ __all__ = [
     "OfferView",
     "SearchResult",
     "SearchService",
+    "arguments_sha256",
     "rejected",
 ]
 
@@ -42,6 +49,10 @@ log = get_logger(__name__)
 REPLY_GRACE_S = 0.75
 # What the agent is told to wait before trying again when the backbone could not answer.
 RETRY_AFTER_S = 5.0
+# Audit records waiting for the broker's acknowledgement; past this (a broker gone while refusals flood in)
+# new ones are dropped and logged rather than held in memory without bound.
+MAX_PENDING_AUDITS = 10_000
+TOOL = "search_offers"
 
 
 class BackboneHealth:
@@ -161,36 +172,97 @@ def _measure(outcome: str, started: float) -> None:
     SEARCH_SECONDS.labels(outcome).observe(asyncio.get_running_loop().time() - started)
 
 
-def rejected(error: InvalidInput, started: float) -> None:
-    """Log and count a search refused for its arguments (``started``: the event loop's clock). Nothing was
-    published, not even an audit record: the log line is its trace."""
-    log.info("search rejected", error_code=error.code, field=error.field, error=error.reason)
+def arguments_sha256(arguments: SearchArguments | Mapping[str, object]) -> str:
+    """SHA-256 (hex) of a call's arguments as canonical JSON: keys sorted, no spaces, nulls left out. Checked
+    arguments are hashed as checked (defaults filled in, codes upper-case), so one search has one hash.
+
+    ``deadline_ms`` is left out: the bridge shortens it by the time the call waited before it is checked, and
+    it does not change what was searched.
+    """
+    values = arguments.model_dump(mode="json") if isinstance(arguments, SearchArguments) else dict(arguments)
+    canonical = json.dumps(
+        {k: v for k, v in values.items() if v is not None and k != "deadline_ms"},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def rejected(error: JetbridgeError, started: float) -> None:
+    """Log and count a search refused before it was published (``started``: the event loop's clock).
+
+    Writes no audit record (it knows neither the client nor the arguments): `SearchService.refused` does.
+    """
+    if isinstance(error, InvalidInput):
+        log.info("search rejected", error_code=error.code, field=error.field, error=error.reason)
+    else:
+        log.info("search refused", error_code=error.code, error=error.message)
     _measure(error.code, started)
 
 
 class SearchService:
-    def __init__(self, runtime: Runtime, correlator: ReplyCorrelator) -> None:
+    def __init__(self, runtime: Runtime, correlator: ReplyCorrelator, *, traffic: TrafficControl | None = None) -> None:
         self._rt = runtime
         self._correlator = correlator
         self._topics = TopicNames(runtime.settings.topic_prefix)
         self._audits: set[asyncio.Task[Any]] = set()
         self.backbone = BackboneHealth()
         self.rules = SearchRules.from_settings(runtime.settings, runtime.airlines)
+        self.traffic = traffic or TrafficControl(
+            load_clients(runtime.settings.clients_file, runtime.airlines),
+            runtime.airlines,
+            max_in_flight=runtime.settings.bridge_max_in_flight,
+            process_default_deadline_ms=runtime.settings.default_deadline_ms,
+        )
+        self.audits_dropped = 0
 
     async def search(self, arguments: SearchArguments | Mapping[str, object], *, client_id: str) -> SearchResult:
         """Publish one SearchRequest and wait for its reply until the deadline (plus grace).
 
         The MCP tool hands over checked `SearchArguments`; raw ones (a script's, a test's) are checked here
-        against the same rules, and a refused search publishes nothing (`InvalidInput` names the field).
+        against the same rules. Then the client's allowance: airlines and deadline (`InvalidInput` names the
+        field), rate and quotas (`ClientRateLimited`, `QuotaExceeded`, with ``retry_after_s``). A refused search
+        publishes nothing but its audit record.
         """
-        settings = self._rt.settings
         started = asyncio.get_running_loop().time()
         if not isinstance(arguments, SearchArguments):
             try:
                 arguments = SearchArguments.parse(arguments, self.rules)
             except InvalidInput as exc:
-                rejected(exc, started)
+                self.refused(exc, arguments, client_id=client_id, started=started)
                 raise
+        digest = arguments_sha256(arguments)
+        try:
+            arguments = self.traffic.authorize(client_id, arguments)
+            admission = self.traffic.admit(client_id)
+        except (InvalidInput, OverLimit) as exc:
+            self.refused(exc, digest, client_id=client_id, started=started)
+            raise
+        with admission:
+            return await self._publish_and_wait(arguments, client_id, digest, started)
+
+    def refused(
+        self,
+        error: JetbridgeError,
+        arguments: SearchArguments | Mapping[str, object] | str,
+        *,
+        client_id: str,
+        started: float,
+        tool: str = TOOL,
+    ) -> None:
+        """Log, count and audit a call refused before anything was published (``arguments``: as sent, checked,
+        or already their hash). For the MCP layer too, when it refuses arguments itself."""
+        rejected(error, started)
+        digest = arguments if isinstance(arguments, str) else arguments_sha256(arguments)
+        request_id = str(uuid.uuid4())
+        self._audit(client_id, request_id, request_id, error.code, error.code, started, digest, tool=tool)
+
+    async def _publish_and_wait(
+        self, arguments: SearchArguments, client_id: str, digest: str, started: float
+    ) -> SearchResult:
+        settings = self._rt.settings
         request_id = str(uuid.uuid4())
         correlation_id = request_id
         with structlog.contextvars.bound_contextvars(request_id=request_id, correlation_id=correlation_id):
@@ -234,7 +306,7 @@ class SearchService:
                     reason = "the broker did not accept the request" + (
                         f" ({exc.message})" if isinstance(exc, JetbridgeError) else " in time"
                     )
-                    raise self._unavailable(reason, client_id, request_id, correlation_id, started) from None
+                    raise self._unavailable(reason, client_id, request_id, correlation_id, started, digest) from None
                 log.debug(
                     "search published",
                     route=f"{request.criteria.origin}-{request.criteria.destination}",
@@ -250,6 +322,7 @@ class SearchService:
                         request_id,
                         correlation_id,
                         started,
+                        digest,
                     ) from None
             finally:
                 self._correlator.forget(request_id)
@@ -257,16 +330,16 @@ class SearchService:
             elapsed_ms = int((asyncio.get_running_loop().time() - started) * 1000)
             log.info("search answered", status=reply.status.value, offers=len(reply.offers), elapsed_ms=elapsed_ms)
             _measure(reply.status.value.lower(), started)
-            self._audit(client_id, request_id, correlation_id, reply.status.value.lower(), None, started)
+            self._audit(client_id, request_id, correlation_id, reply.status.value.lower(), None, started, digest)
             return result_of(reply, elapsed_ms)
 
     def _unavailable(
-        self, reason: str, client_id: str, request_id: str, correlation_id: str, started: float
+        self, reason: str, client_id: str, request_id: str, correlation_id: str, started: float, digest: str
     ) -> BackboneUnavailable:
         self.backbone.failed(reason, time.time())
         _measure(BackboneUnavailable.code, started)
         log.error("backbone unavailable", reason=reason)
-        self._audit(client_id, request_id, correlation_id, "error", BackboneUnavailable.code, started)
+        self._audit(client_id, request_id, correlation_id, "error", BackboneUnavailable.code, started, digest)
         return BackboneUnavailable(
             f"Jetbridge could not answer request {request_id}: {reason}; nothing was lost on your side, "
             f"try again in {RETRY_AFTER_S:.0f} s",
@@ -281,17 +354,25 @@ class SearchService:
         outcome: str,
         code: str | None,
         started: float,
+        digest: str | None,
+        *,
+        tool: str = TOOL,
     ) -> None:
         """Write the audit record off the reply path; a failed audit is logged, never shown to the agent."""
+        if len(self._audits) >= MAX_PENDING_AUDITS:
+            self.audits_dropped += 1
+            log.warning("audit record dropped: too many waiting for the broker", client_id=client_id, outcome=outcome)
+            return
         record = AuditRecord(
             client_id=client_id,
             request_id=request_id,
             correlation_id=correlation_id,
-            tool="search_offers",
+            tool=tool,
             outcome=outcome,
             error_code=code,
             duration_ms=int((asyncio.get_running_loop().time() - started) * 1000),
             at=now_utc(),
+            arguments_sha256=digest,
         )
 
         async def send() -> None:

@@ -9,6 +9,8 @@ airport codes are checked against reference data and airline codes against the r
 from __future__ import annotations
 
 import re
+import reprlib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -34,12 +36,15 @@ from jetbridge.settings import Settings
 from schemas.models import Cabin, SearchCriteria
 
 __all__ = [
+    "EXCERPT_CHARS",
     "MAX_DAYS_AHEAD",
     "MAX_OFFERS_CAP",
     "MAX_PASSENGERS",
     "MIN_DEADLINE_MS",
     "SearchArguments",
     "SearchRules",
+    "excerpt",
+    "field_name",
 ]
 
 MAX_PASSENGERS = 9
@@ -48,6 +53,52 @@ MAX_OFFERS_CAP = 200
 MIN_DEADLINE_MS = 200  # less leaves no airline time to answer
 _IATA_AIRPORT = re.compile(r"^[A-Z]{3}$")
 _CABIN_ALIASES = {"premium": "premium_economy"}
+# An error quotes at most this much of what the agent sent: enough to see the mistake, never the agent's own
+# megabyte back into its context.
+EXCERPT_CHARS = 40
+_SCAN_CHARS = 1000  # how much of a value is looked at to make its excerpt
+
+
+class _BoundedRepr(reprlib.Repr):
+    """A repr that does bounded work whatever the value: a few items, a few levels, no huge integers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxdict = 2, 4, 4
+        self.maxstring = self.maxother = EXCERPT_CHARS
+
+    def repr_int(self, x: int, level: int) -> str:
+        # repr() of an integer of over 4300 digits raises; an agent can send one.
+        return super().repr_int(x, level) if x.bit_length() <= 128 else f"<integer of {x.bit_length()} bits>"
+
+
+_BOUNDED_REPR = _BoundedRepr()
+
+
+def _printable(text: str) -> str:
+    """``text`` without control, format or unassigned characters (newlines, ANSI escapes, bidi overrides)."""
+    return "".join(ch for ch in text[:_SCAN_CHARS] if not unicodedata.category(ch).startswith("C"))
+
+
+def _cut(text: str, length: int | None = None) -> str:
+    """``text`` cut to `EXCERPT_CHARS`, saying so; ``length``: how long the agent's own text was."""
+    if len(text) <= EXCERPT_CHARS and (length is None or length <= _SCAN_CHARS):
+        return text
+    return f"{text[:EXCERPT_CHARS]}…" + (f"({length} characters)" if length is not None else "")
+
+
+def excerpt(value: object) -> str:
+    """What an error may quote of an agent's value: printable, at most `EXCERPT_CHARS` characters, and saying
+    how long it was when it had to be cut (``'XXXX…(1000000 characters)'``)."""
+    if isinstance(value, str):
+        return repr(_cut(_printable(value), len(value)))
+    return _cut(_printable(_BOUNDED_REPR.repr(value)))
+
+
+def field_name(name: str) -> str:
+    """An argument's name as errors quote it (``'name'``): the agent chose it if it is not one of ours, so it
+    is cut too, and loses any quote that would end the quoting early."""
+    return _cut(_printable(name).replace("'", ""), len(name)) or "?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +137,7 @@ def _context(info: ValidationInfo) -> _Context:
 def _airport(value: str) -> str:
     code = value.strip().upper()
     if not _IATA_AIRPORT.match(code):
-        raise ValueError(f"{value!r} is not a 3-letter IATA airport code")
+        raise ValueError(f"{excerpt(value)} is not a 3-letter IATA airport code")
     if code not in airports():
         raise ValueError(f"{code} is not a known IATA airport code")
     return code
@@ -100,13 +151,13 @@ def _iso_date(value: object) -> object:
     try:
         return date.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"{value!r} is not a date as YYYY-MM-DD") from None
+        raise ValueError(f"{excerpt(value)} is not a date as YYYY-MM-DD") from None
 
 
 def _whole_number(value: object) -> object:
     # pydantic would read true as 1; a passenger count or a deadline is never a yes/no.
     if isinstance(value, bool):
-        raise ValueError(f"must be a whole number, got {value!r}")
+        raise ValueError(f"must be a whole number, got {excerpt(value)}")
     return value
 
 
@@ -231,7 +282,7 @@ class SearchArguments(BaseModel):
         for item in value:
             code = item.strip().upper()
             if code not in registry:
-                raise ValueError(f"{item!r} is not an airline Jetbridge connects to")
+                raise ValueError(f"{excerpt(item)} is not an airline Jetbridge connects to")
             if code not in codes:
                 codes.append(code)
         return codes
@@ -276,7 +327,7 @@ class SearchArguments(BaseModel):
 def _invalid_input(exc: ValidationError) -> InvalidInput:
     """The first error (fields are checked in order) as an `InvalidInput` naming its field."""
     error = exc.errors(include_url=False)[0]
-    field = str(error["loc"][0]) if error["loc"] else "arguments"
+    field = field_name(str(error["loc"][0])) if error["loc"] else "arguments"
     return InvalidInput(field, _reason(field, error))
 
 
@@ -291,7 +342,7 @@ def _reason(field: str, error: ErrorDetails) -> str:
     if kind == "too_short":
         return f"must be {_EXPECTED.get(field, 'non-empty')}"
     if kind == "greater_than_equal":
-        return f"must be at least {ctx['ge']}, got {value!r}"
+        return f"must be at least {ctx['ge']}, got {excerpt(value)}"
     if kind == "less_than_equal":
-        return f"must be at most {ctx['le']}, got {value!r}"
-    return f"must be {_EXPECTED.get(field, 'a whole number')}, got {value!r}"
+        return f"must be at most {ctx['le']}, got {excerpt(value)}"
+    return f"must be {_EXPECTED.get(field, 'a whole number')}, got {excerpt(value)}"

@@ -292,3 +292,4 @@ class AuditRecord(Event):
     error_code: str | None = None
     duration_ms: int
     at: AwareDatetime
+    arguments_sha256: str | None = None

@@ -7,6 +7,10 @@ each connector keeps one httpx2 client and connection pool instead, closed by `a
 sessions. The tool's dialect (name, arguments, result shape) lives in a mapping module in
 `connectors/airlines/`, like a REST airline's.
 
+The server's tools are pinned (`connectors.pins`): a session lists them before its first call, and again
+when its last listing is older than ``pin_check_s`` or the approved pin changed; tools other than the
+pinned ones quarantine the airline (`AirlineQuarantined`), and the tool is not called.
+
 Failures, which the SDK reports as (nested) exception groups, are mapped onto the error tree:
 
     timeout                                  → AirlineTimeout
@@ -14,6 +18,7 @@ Failures, which the SDK reports as (nested) exception groups, are mapped onto th
     HTTP 429, 503 with Retry-After           → AirlineThrottled (the call's record keeps the header)
     HTTP 5xx (seen by the call's record)     → AirlineUnavailable
     HTTP 4xx, tool result with isError       → AirlineRejected
+    tools differ from the approved pin       → AirlineQuarantined (no tool called)
     protocol errors, unusable tool result    → AirlineBadResponse
 """
 
@@ -34,7 +39,8 @@ from connectors.base import AirlineConnector, register_kind
 from connectors.kinds import normalise as N
 from connectors.kinds.boundary import MAPPING_ERRORS, api_key, guarded_search
 from connectors.kinds.http_call import error_for_status
-from connectors.kinds.mcp_pool import CALL, AttributingTransport, CallRecord, McpSessionPool
+from connectors.kinds.mcp_pool import CALL, AttributingTransport, CallRecord, McpSessionPool, PooledSession
+from connectors.pins import DEFAULT_PINS_FILE, PinBook, PinCheck, PinnedTool, pinned_tools
 from jetbridge.airlines import Airline, ConnectorKind
 from jetbridge.errors import (
     AirlineBadResponse,
@@ -46,7 +52,7 @@ from jetbridge.errors import (
 )
 from schemas.models import Offer, SearchCriteria
 
-__all__ = ["DEFAULT_MAPPING", "McpConnector", "McpMapping"]
+__all__ = ["DEFAULT_MAPPING", "PIN_CHECK_S", "McpConnector", "McpMapping"]
 
 # Finnair's tool shape is the only airline-MCP dialect so far; an airline speaking another one names its
 # module in the registry's ``mapping`` field.
@@ -56,6 +62,11 @@ _MAX_TEXT_BYTES = 5 * 1024 * 1024
 # (keys, deployments behind a balancer) is picked up without a restart of ours.
 MAX_SESSION_AGE_S = 300.0
 _UNOWNED_TIMEOUT_S = 10.0
+# How old a session's tool listing may be before a call lists them again (one housekeeping POST): a change
+# on a server whose sessions live long is seen within this, and a quarantined airline is looked at again.
+PIN_CHECK_S = 30.0
+# A server listing more tools than this in pages is not one we pin.
+_MAX_TOOL_PAGES = 20
 
 
 class McpMapping(Protocol):
@@ -135,6 +146,8 @@ class McpConnector:
         mapping: McpMapping | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
         max_session_age_s: float = MAX_SESSION_AGE_S,
+        pins: PinBook | None = None,
+        pin_check_s: float = PIN_CHECK_S,
     ) -> None:
         required = ("TOOL_NAME", "auth_headers", "tool_arguments", "parse")
         self._airline = airline
@@ -154,6 +167,12 @@ class McpConnector:
         )
         self._sessions = McpSessionPool(
             self._open_client, size=max(1, airline.concurrency), max_age_s=max_session_age_s, name=airline.code
+        )
+        self.pin_check = PinCheck(
+            airline.code,
+            (self._mapping.TOOL_NAME,),
+            pins or PinBook(airline.mcp_pins or DEFAULT_PINS_FILE),
+            check_s=pin_check_s,
         )
 
     @property
@@ -182,7 +201,52 @@ class McpConnector:
             self._airline, self.kind, request_id=request_id, timeout_s=timeout_s, search=call, slack_s=0.0
         )
 
+    async def tools(self, *, timeout_s: float) -> list[PinnedTool]:
+        """The tools this connector calls, as the airline's server lists them now (for approving a pin)."""
+        record = CallRecord(deadline=asyncio.get_running_loop().time() + timeout_s)
+        token = CALL.set(record)
+        try:
+            session = await self._sessions.acquire(record)
+            reusable = False
+            try:
+                client = await asyncio.wait_for(self._sessions.wait_open(session), timeout_s)
+                listed = await asyncio.wait_for(self._list_tools(client, timeout_s), timeout_s)
+                reusable = True
+                return listed
+            except Exception as exc:
+                error = _classify(self._airline.code, exc, record)
+                if error is None:
+                    raise
+                raise error from exc
+            finally:
+                self._sessions.release(session, reusable=reusable)
+        finally:
+            CALL.reset(token)
+
+    async def _list_tools(self, client: Client, timeout_s: float) -> list[PinnedTool]:
+        listed: list[Any] = []
+        cursor: str | None = None
+        for _ in range(_MAX_TOOL_PAGES):
+            # Never from a cache: the point is what the server says now.
+            page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+            listed.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return pinned_tools(listed, self.pin_check.tool_names)
+
+    async def _verify_tools(self, session: PooledSession, client: Client, timeout_s: float) -> None:
+        """List the session's tools and compare them with the pin when due (raises AirlineQuarantined)."""
+        if not self.pin_check.due(session.verified_pin, session.verified_at):
+            return
+        listed = await self._list_tools(client, timeout_s)
+        session.verified_pin = self.pin_check.verify(listed)
+        session.verified_at = asyncio.get_running_loop().time()
+
     async def _call_tool(self, arguments: dict[str, Any], timeout_s: float) -> CallToolResult:
+        refusal = self.pin_check.refusal()
+        if refusal is not None:
+            raise refusal
         record = CallRecord(deadline=asyncio.get_running_loop().time() + timeout_s)
         token = CALL.set(record)
         try:
@@ -192,6 +256,7 @@ class McpConnector:
             reusable = True
             try:
                 client = await self._sessions.wait_open(session)
+                await self._verify_tools(session, client, timeout_s)
                 return await client.call_tool(self._mapping.TOOL_NAME, arguments, read_timeout_seconds=timeout_s)
             except Exception as exc:
                 error = _classify(self._airline.code, exc, record)

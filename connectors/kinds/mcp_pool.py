@@ -8,7 +8,9 @@ go through its memory streams, and each request's POST runs in the owner's task 
 the caller's context. A caller leases a session exclusively, so at most ``size`` calls are in flight.
 
 Health: a session whose owner has ended (its transport failed, or the server closed it), that a call
-marked broken, or that is older than ``max_age_s`` is closed and replaced on the next lease.
+marked broken, or that is older than ``max_age_s`` is closed and replaced on the next lease. Whether its
+tools are still the approved ones is the connector's to check (``verified_pin``/``verified_at``,
+`connectors.pins`).
 
 Per-call attribution (`CallRecord`): the SDK hides HTTP statuses and turns a failed POST into a failure
 of the whole session. `AttributingTransport` sits under the shared httpx2 client; it reads the calling
@@ -109,6 +111,9 @@ class PooledSession:
         self.born = loop.time()
         self.broken = False
         self.client: Client | None = None
+        # The pin this session's tool listing was last found equal to, and when (connectors.pins.PinCheck).
+        self.verified_pin: str | None = None
+        self.verified_at: float | None = None
         self.opened: asyncio.Future[Client] = loop.create_future()
         self._close = asyncio.Event()
         # A fresh context: the owner must not inherit the opening caller's log context or call record.

@@ -7,6 +7,8 @@ immediate 429 with ``Retry-After: retry_after_s``, as an API gateway answers bef
 reached; for the MCP airline too, since streamable HTTP is HTTP and 429 is what its gateway would say).
 ``malformed`` is protocol-specific, so each protocol handler asks `AirlineState.malformed_now()` and breaks
 its own body. ``refuse`` is not a response at all: the supervisor stops the airline's listening server.
+``tool_description`` (MCP airlines) replaces what the airline's MCP server says its shopping tool does, as
+a redeployed or compromised server would (the connector's pin check quarantines it); None is the original.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class FaultConfig(BaseModel):
     fault_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     slow_ms: int = Field(default=10_000, ge=0, le=600_000)
     retry_after_s: int = Field(default=1, ge=0, le=3600)
+    tool_description: str | None = Field(default=None, max_length=4000)
 
 
 class FaultPatch(BaseModel):
@@ -73,12 +76,16 @@ class FaultPatch(BaseModel):
     fault_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     slow_ms: int | None = Field(default=None, ge=0, le=600_000)
     retry_after_s: int | None = Field(default=None, ge=0, le=3600)
+    # "" goes back to the original description (a field left out keeps the current one).
+    tool_description: str | None = Field(default=None, max_length=4000)
 
     def apply(self, current: FaultConfig) -> FaultConfig:
         changes = self.model_dump(exclude_none=True)
         # Setting a fault without a rate means "always": a leftover rate from an earlier fault would surprise.
         if self.fault is not None and self.fault_rate is None:
             changes["fault_rate"] = 1.0
+        if self.tool_description == "":
+            changes["tool_description"] = None
         return current.model_copy(update=changes)
 
 

@@ -2,7 +2,8 @@
 
 Typed arguments in; structured content out in Finnair's own shape (snake_case, ``bounds`` of ``flights``,
 prices as JSON numbers). Refusals are tool errors (``isError``); a ``malformed`` fault answers a
-successful-looking result whose only content is garbage text.
+successful-looking result whose only content is garbage text. The tool's description can be changed
+through the control API (``tool_description``), as a redeployed or tampered server would change it.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from typing import Any, Literal
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent
+from mcp_types import Tool as McpTool
 from starlette.types import ASGIApp
 
 from infra.simulators.faults import AirlineGate, AirlineState, is_mcp_tool_call
 from infra.simulators.schedule import AIRCRAFT_NAMES, CabinName, FareOffer, Schedule, ShopQuery
 
-__all__ = ["MCP_PATH", "TOOL_NAME", "build_app", "build_server"]
+__all__ = ["MCP_PATH", "TOOL_DESCRIPTION", "TOOL_NAME", "build_app", "build_server"]
 
 MCP_PATH = "/mcp"
 TOOL_NAME = "search_flights"
+TOOL_DESCRIPTION = "Search Finnair flights and fares for one trip."
 TravelClass = Literal["economy", "premium_economy", "business"]
 _CABINS: dict[str, CabinName] = {"economy": "economy", "premium_economy": "premium", "business": "business"}
 _CLASS_OUT: dict[CabinName, str] = {v: k for k, v in _CABINS.items()}
@@ -65,11 +68,26 @@ def _offer(offer: FareOffer) -> dict[str, Any]:
     }
 
 
+class _FinnairServer(MCPServer):
+    """Lists its shopping tool with the description the control API set, if any."""
+
+    def __init__(self, state: AirlineState) -> None:
+        super().__init__("finnair-sim", instructions="Finnair flight shopping (simulated).")
+        self._state = state
+
+    async def list_tools(self) -> list[McpTool]:
+        tools = await super().list_tools()
+        description = self._state.config.tool_description
+        if description is None:
+            return tools
+        return [t.model_copy(update={"description": description}) if t.name == TOOL_NAME else t for t in tools]
+
+
 def build_server(state: AirlineState, schedule: Schedule) -> MCPServer:
     """Finnair's MCP server with its one shopping tool."""
-    server: MCPServer = MCPServer("finnair-sim", instructions="Finnair flight shopping (simulated).")
+    server = _FinnairServer(state)
 
-    @server.tool(name=TOOL_NAME, description="Search Finnair flights and fares for one trip.")
+    @server.tool(name=TOOL_NAME, description=TOOL_DESCRIPTION)
     async def search_flights(
         origin: str,
         destination: str,

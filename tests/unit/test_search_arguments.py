@@ -3,6 +3,7 @@ field, the tool's schema shows the process's limits, and a refused call reaches 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
@@ -12,7 +13,7 @@ import pytest
 from mcp import Client
 
 from jetbridge.airlines import load_registry
-from jetbridge.errors import InvalidInput
+from jetbridge.errors import InvalidInput, JetbridgeError
 from jetbridge.kafka import AsyncProducer
 from jetbridge.runtime import Runtime
 from jetbridge.settings import Settings
@@ -125,10 +126,16 @@ class RecordingBackend:
     def __init__(self, rules: SearchRules) -> None:
         self.rules = rules
         self.calls: list[SearchArguments] = []
+        self.refusals: list[tuple[str, str, str]] = []  # (tool, field, client)
 
     async def search(self, arguments: SearchArguments, *, client_id: str) -> SearchResult:
         self.calls.append(arguments)
         return SearchResult(request_id="r-1", status="complete", offers=[], airlines=[], elapsed_ms=1)
+
+    def refused(
+        self, error: JetbridgeError, arguments: Mapping[str, object], *, client_id: str, started: float, tool: str
+    ) -> None:
+        self.refusals.append((tool, getattr(error, "field", ""), client_id))
 
     def airlines(self) -> list[AirlineInfo]:
         return []
@@ -177,7 +184,14 @@ async def test_a_bad_argument_is_a_tool_error_naming_the_field_and_reaches_no_ba
                 assert result.is_error, overrides
                 assert f"Invalid argument '{field}': " in text, text
                 assert "(code invalid_input)" in text
+            unknown = await client.call_tool("search_offers", good | {"passengers": 2})
+            assert unknown.is_error
     assert backend.calls == []
+    # Every refusal reaches the backend's audit trail, the MCP layer's own (an unknown argument) included.
+    assert [(tool, field) for tool, field, _ in backend.refusals] == [
+        *(("search_offers", field) for _, field in cases),
+        ("search_offers", "passengers"),
+    ]
 
 
 async def test_a_good_call_reaches_the_backend_as_checked_search_arguments() -> None:
