@@ -234,6 +234,34 @@ async def _measure(
     return _summarise(system, rate, samples, cpu, config.hold_s)
 
 
+async def _warm_up(
+    jetbridge_url: str,
+    baseline_url: str,
+    rate: float,
+    config: BenchConfig,
+    say: Say,
+    arguments: Callable[[int], dict[str, Any]] | None = None,
+) -> None:
+    """Load both systems, unmeasured, for ``config.stack_warmup_s`` each: a broker just started compiles its
+    hot paths (JIT) for a minute or so, and that CPU is not what a search costs."""
+    if config.stack_warmup_s <= 0:
+        return
+    say(
+        f"bench: warming both systems up, {config.stack_warmup_s:g} s each at {rate:g}/s "
+        "(not measured: a freshly started broker is still compiling its hot paths)"
+    )
+    for url in (jetbridge_url, baseline_url):
+        await open_loop(
+            url,
+            rate=rate,
+            warmup_s=0.0,
+            hold_s=config.stack_warmup_s,
+            arguments=arguments or _arguments(config.deadline_ms),
+            timeout_s=config.deadline_ms / 1000 + 2.0,
+            sessions=config.sessions,
+        )
+
+
 async def _settle(meter: ProcessMeter, names: tuple[str, ...], quiet_cores: float = 0.15, limit_s: float = 60) -> None:
     """Wait until a system has worked off what it queued (its CPU is quiet) before the next run."""
     loop = asyncio.get_running_loop()
@@ -303,24 +331,10 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
         runs: list[dict[str, Any]] = []
         started = time.monotonic()
         saturated: dict[str, float] = {}
-        if config.stack_warmup_s > 0:
-            # At a busy but sustainable rate: the broker compiles what it runs most, sooner under more load.
-            warm_rate = max(config.rates[0], min(config.rates[-1], 30.0))
-            say(
-                f"bench: warming both systems up, {config.stack_warmup_s:g} s each at {warm_rate:g}/s "
-                "(not measured: a freshly started broker is still compiling its hot paths)"
-            )
-            for url in (settings.bridge_url, baseline_url):
-                await open_loop(
-                    url,
-                    rate=warm_rate,
-                    warmup_s=0.0,
-                    hold_s=config.stack_warmup_s,
-                    arguments=_arguments(config.deadline_ms),
-                    timeout_s=config.deadline_ms / 1000 + 2.0,
-                    sessions=config.sessions,
-                )
-            await _settle(meter, tuple(pids))
+        await _warm_up(
+            settings.bridge_url, baseline_url, max(config.rates[0], min(config.rates[-1], 30.0)), config, say
+        )
+        await _settle(meter, tuple(pids))
         for rate in config.rates:
             for system, url, own in (
                 ("jetbridge", settings.bridge_url, jetbridge_processes),
@@ -468,6 +482,7 @@ async def _measure_counts(
     baseline_url = f"http://127.0.0.1:{config.baseline_port}/mcp"
     prefixes = _kafka_prefixes(settings)
     rate = config.airline_counts_rate
+    codes_all = [a.code for a in fleet[: max(counts)]]
     async with _baseline_running(settings, config.baseline_port, control_url) as baseline_pid:
         await _configure_simulators(control_url, {a.code: a.latency_ms for a in fleet})
         jetbridge_processes = _jetbridge_processes(settings)
@@ -482,6 +497,8 @@ async def _measure_counts(
         started = time.monotonic()
         runs: list[dict[str, Any]] = []
         saturated: dict[str, int] = {}
+        await _warm_up(settings.bridge_url, baseline_url, rate, config, say, _arguments(config.deadline_ms, codes_all))
+        await _settle(meter, tuple(pids))
         for n in counts:
             codes = [a.code for a in fleet[:n]]
             for system, url, own in (

@@ -76,6 +76,7 @@ async def test_airline_count_run_measures_both_systems_per_count_and_brings_the_
         hold_s=2.0,
         sessions=2,
         baseline_port=BASELINE_PORT,
+        stack_warmup_s=1.0,
         out_dir=tmp_path,
         airline_counts=[3, 2],
         airline_counts_rate=RATE,
