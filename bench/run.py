@@ -234,6 +234,45 @@ async def _measure(
     return _summarise(system, rate, samples, cpu, config.hold_s)
 
 
+def _metered(settings: Settings, jetbridge_processes: tuple[str, ...], baseline_pid: int) -> dict[str, int]:
+    """Every process whose CPU and memory the bench reads: Jetbridge's, the baseline, the simulators, itself."""
+    pids = {name: _pid(settings, name) for name in jetbridge_processes}
+    return pids | {
+        "direct-baseline": baseline_pid,
+        "simulators": _pid(settings, "simulators"),
+        "load-generator": os.getpid(),
+    }
+
+
+async def _run_one(
+    settings: Settings,
+    prefixes: tuple[str, ...],
+    url: str,
+    system: str,
+    rate: float,
+    config: BenchConfig,
+    meter: ProcessMeter,
+    own: tuple[str, ...],
+    arguments: Callable[[int], dict[str, Any]],
+) -> dict[str, Any]:
+    """One measured run of one system at one rate: its figures and the Kafka events it caused; returns once
+    the system has worked off what it queued."""
+    before = await topic_end_offsets(settings.kafka_bootstrap_servers, prefixes)
+    row = await _measure(url, system, rate, config, meter, own, arguments)
+    after = await topic_end_offsets(settings.kafka_bootstrap_servers, prefixes)
+    row["kafka_events_per_request"] = _events(before, after, round((config.warmup_s + config.hold_s) * rate))
+    await _settle(meter, own)
+    return row
+
+
+def _figures(row: dict[str, Any], per: str) -> str:
+    lat = row["latency_ms"]
+    return (
+        f"       p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, "
+        f"errors {row['error_rate'] * 100:.2f} %, CPU {row['cpu_s_per_request']['total'] * 1000:.1f} {per}"
+    )
+
+
 async def _warm_up(
     jetbridge_url: str,
     baseline_url: str,
@@ -320,12 +359,7 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
     async with _baseline_running(settings, config.baseline_port, control_url) as baseline_pid:
         await _configure_simulators(control_url, config.airline_latency_ms)
         jetbridge_processes = _jetbridge_processes(settings)
-        pids = {name: _pid(settings, name) for name in jetbridge_processes}
-        pids |= {
-            "direct-baseline": baseline_pid,
-            "simulators": _pid(settings, "simulators"),
-            "load-generator": os.getpid(),
-        }
+        pids = _metered(settings, jetbridge_processes, baseline_pid)
         meter = ProcessMeter(pids)
         meter.start()
         runs: list[dict[str, Any]] = []
@@ -344,21 +378,14 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
                     say(f"bench: {system} at {rate:g}/s skipped: it already failed at {saturated[system]:g}/s")
                     continue
                 say(f"bench: {system} at {rate:g}/s ({config.warmup_s:g} s warm-up + {config.hold_s:g} s)")
-                before = await topic_end_offsets(settings.kafka_bootstrap_servers, prefixes)
-                row = await _measure(url, system, rate, config, meter, own)
-                after = await topic_end_offsets(settings.kafka_bootstrap_servers, prefixes)
-                sent = round((config.warmup_s + config.hold_s) * rate)
-                row["kafka_events_per_request"] = _events(before, after, sent)
+                row = await _run_one(
+                    settings, prefixes, url, system, rate, config, meter, own, _arguments(config.deadline_ms)
+                )
                 runs.append(row)
                 # Past this point a system only queues up work; higher rates would measure the queue.
                 if _failed(row, config.deadline_ms):
                     saturated[system] = rate
-                await _settle(meter, own)
-                lat = row["latency_ms"]
-                say(
-                    f"       p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, "
-                    f"errors {row['error_rate'] * 100:.2f} %, CPU {row['cpu_s_per_request']['total'] * 1000:.1f} ms/req"
-                )
+                say(_figures(row, "ms/req"))
         soak: dict[str, Any] | None = None
         if config.soak_s > 0:
             soak = await _soak(settings, config, {k: pids[k] for k in jetbridge_processes}, say)
@@ -486,12 +513,7 @@ async def _measure_counts(
     async with _baseline_running(settings, config.baseline_port, control_url) as baseline_pid:
         await _configure_simulators(control_url, {a.code: a.latency_ms for a in fleet})
         jetbridge_processes = _jetbridge_processes(settings)
-        pids = {name: _pid(settings, name) for name in jetbridge_processes}
-        pids |= {
-            "direct-baseline": baseline_pid,
-            "simulators": _pid(settings, "simulators"),
-            "load-generator": os.getpid(),
-        }
+        pids = _metered(settings, jetbridge_processes, baseline_pid)
         meter = ProcessMeter(pids)
         meter.start()
         started = time.monotonic()
@@ -511,23 +533,15 @@ async def _measure_counts(
                     continue
                 hold = f"{config.warmup_s:g} s warm-up + {config.hold_s:g} s"
                 say(f"bench: {_airlines(n)}, {system} at {rate:g}/s ({hold})")
-                before = await topic_end_offsets(settings.kafka_bootstrap_servers, prefixes)
-                row = await _measure(url, system, rate, config, meter, own, _arguments(config.deadline_ms, codes))
-                after = await topic_end_offsets(settings.kafka_bootstrap_servers, prefixes)
-                sent = round((config.warmup_s + config.hold_s) * rate)
+                arguments = _arguments(config.deadline_ms, codes)
+                row = await _run_one(settings, prefixes, url, system, rate, config, meter, own, arguments)
                 row["airline_count"] = n
-                row["kafka_events_per_request"] = _events(before, after, sent)
                 runs.append(row)
                 # More airlines only cost more: a system that failed here is not measured further.
                 if _failed(row, config.deadline_ms):
                     saturated[system] = n
-                await _settle(meter, own)
-                lat = row["latency_ms"]
-                say(
-                    f"       p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, "
-                    f"errors {row['error_rate'] * 100:.2f} %, CPU {row['cpu_s_per_request']['total'] * 1000:.1f} "
-                    f"ms/search, {row['kafka_events_per_request']['total']:g} Kafka events/search"
-                )
+                events = row["kafka_events_per_request"]["total"]
+                say(_figures(row, "ms/search") + f", {events:g} Kafka events/search")
         await meter.stop()
         peak = meter.peak_rss_mb()
     by_count = _by_count(runs, counts)

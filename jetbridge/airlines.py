@@ -17,9 +17,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from jetbridge.config_files import checked
 from jetbridge.errors import ConfigurationError, JetbridgeError
 from jetbridge.reference import airports, routes_by_airline
 
@@ -243,41 +243,7 @@ P = TypeVar("P", RetryPolicy, BreakerPolicy, RateLimit)
 
 
 def _checked(model: type[M], data: object, path: Path, table: str) -> M:
-    """``data`` read as ``model``; a ConfigurationError naming every bad field of ``[table]`` otherwise."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(_problem(model, table, error) for error in exc.errors(include_url=False))
-        raise ConfigurationError(f"airline registry {path}: {problems}") from None
-
-
-def _problem(model: type[BaseModel], table: str, error: ErrorDetails) -> str:
-    """One validation error as a reader of the file wants it: where, what is wrong, what to do."""
-    where = f"[{table}]" if table else "the file"
-    name = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
-    value, ctx, kind = error.get("input"), error.get("ctx", {}), error["type"]
-    if kind == "extra_forbidden":
-        known = ", ".join(model.model_fields)
-        return (
-            f"{where} has an unknown {'field' if table else 'table'} {name!r} (known: {known}); fix its spelling "
-            "or remove it (the header of connectors/airlines.toml describes every field)"
-        )
-    subject = f"{where} {name}" if name else where
-    if kind == "missing":
-        return f"{subject}: missing; add it (the header of connectors/airlines.toml describes every field)"
-    if kind.endswith("_type"):
-        expected = {"frozen_set": "frozenset (a list of strings)", "dict": "a table", "string": "str"}
-        typename = kind.removesuffix("_type")
-        return f"{subject}: expected {expected.get(typename, typename)}, got {value!r}"
-    if kind == "value_error":
-        return f"{subject}: {ctx.get('error', error['msg'])}"
-    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
-        bound = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-        limits = " and ".join(f"{bound[k]} {v}" for k, v in ctx.items() if k in bound)
-        return f"{subject}: must be {limits}, got {value!r}"
-    if kind in {"enum", "literal_error"}:
-        return f"{subject}: must be {ctx.get('expected')}, got {value!r}"
-    return f"{subject}: {error['msg']}, got {value!r}"
+    return checked(model, data, path=path, table=table, what="airline registry", guide="connectors/airlines.toml")
 
 
 def _policy(base: P, overrides: Mapping[str, Any], path: Path, table: str) -> P:

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ConfigDict, Field
 
 from jetbridge.airlines import AirlineRegistry
+from jetbridge.config_files import checked
 from jetbridge.errors import ClientRateLimited, ConfigurationError, InvalidInput, QuotaExceeded
 from mcp_bridge.validation import MIN_DEADLINE_MS, SearchArguments
 
@@ -103,31 +103,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _checked(model: type[M], data: object, path: Path, table: str) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(_problem(model, table, e) for e in exc.errors(include_url=False))
-        raise ConfigurationError(f"client registry {path}: {problems}") from None
-
-
-def _problem(model: type[BaseModel], table: str, error: ErrorDetails) -> str:
-    where = f"[{table}]" if table else "the file"
-    name = ".".join(str(part) for part in error["loc"])
-    value, ctx, kind = error.get("input"), error.get("ctx", {}), error["type"]
-    if kind == "extra_forbidden":
-        return (
-            f"{where} has an unknown {'field' if table else 'table'} {name!r} "
-            f"(known: {', '.join(model.model_fields)}); fix its spelling or remove it "
-            "(the header of mcp_bridge/clients.toml describes every field)"
-        )
-    subject = f"{where} {name}" if name else where
-    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
-        bound = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-        limits = " and ".join(f"{bound[k]} {v}" for k, v in ctx.items() if k in bound)
-        return f"{subject}: must be {limits}, got {value!r}"
-    if kind.endswith("_type"):
-        return f"{subject}: expected {kind.removesuffix('_type')}, got {value!r}"
-    return f"{subject}: {error['msg']}, got {value!r}"
+    return checked(model, data, path=path, table=table, what="client registry", guide="mcp_bridge/clients.toml")
 
 
 def _entitlement(
