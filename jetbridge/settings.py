@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     # or the address of an anonymous one), so one client cannot take every session; an idle session ends
     # after bridge_session_idle_s. At about 40 kB a session, the total cap bounds the bridge's memory.
     bridge_max_sessions: int = Field(default=1000, ge=1, validation_alias="JB_BRIDGE_MAX_SESSIONS")
-    bridge_max_sessions_per_client: int = Field(default=16, ge=1, validation_alias="JB_BRIDGE_MAX_SESSIONS_PER_CLIENT")
+    # 64: room for a host running many anonymous agents at once (tests/chaos runs 20 concurrent ones from
+    # 127.0.0.1; 16 refused four of them), still a bound of a few MB per client.
+    bridge_max_sessions_per_client: int = Field(default=64, ge=1, validation_alias="JB_BRIDGE_MAX_SESSIONS_PER_CLIENT")
     bridge_session_idle_s: float = Field(default=300.0, gt=0, validation_alias="JB_BRIDGE_SESSION_IDLE_S")
     # A search's request is a few hundred bytes; a larger body is refused (413) before it is read whole.
     bridge_max_body_bytes: int = Field(default=256 * 1024, ge=1024, validation_alias="JB_BRIDGE_MAX_BODY_BYTES")

@@ -143,7 +143,7 @@ BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-async def test_bad_input_gets_a_tool_error_naming_the_field_and_publishes_nothing(
+async def test_bad_input_gets_a_tool_error_naming_the_field_publishes_no_request_and_is_audited(
     stack: Stack, kafka: KafkaProbe
 ) -> None:
     before = {t: await kafka.end_offsets(t) for t in (REQUESTS, AUDIT)}
@@ -158,8 +158,16 @@ async def test_bad_input_gets_a_tool_error_naming_the_field_and_publishes_nothin
         typed = await client.call_tool("search_offers", search_args(adults="two"))
         assert typed.is_error
         assert "adults" in error_text(typed)
-    after = {t: await kafka.end_offsets(t) for t in (REQUESTS, AUDIT)}
-    assert after == before, "no event may be produced for rejected input"
+    # Every refused call is audited (issue 9), off the reply path: one record each, and nothing else.
+    refused = len(BAD_INPUTS) + 1
+    audited = 0
+    for _ in range(50):
+        audited = sum((await kafka.end_offsets(AUDIT)).values()) - sum(before[AUDIT].values())
+        if audited >= refused:
+            break
+        await asyncio.sleep(0.1)
+    assert audited == refused
+    assert await kafka.end_offsets(REQUESTS) == before[REQUESTS], "no request may be published for rejected input"
 
 
 async def test_poison_request_goes_to_dead_letter_and_stream_goes_on(

@@ -120,7 +120,7 @@ async def open_session(http: httpx.AsyncClient, url: str, client: str) -> httpx.
 async def test_one_client_opening_sessions_without_end_stops_at_its_cap_while_another_gets_in(
     bridge: BridgeProcess,
 ) -> None:
-    attempts, per_client = 2000, 16  # per_client: JB_BRIDGE_MAX_SESSIONS_PER_CLIENT's default
+    attempts, per_client = 2000, 64  # per_client: JB_BRIDGE_MAX_SESSIONS_PER_CLIENT's default
     rss_before = bridge.rss_mb()
     statuses: dict[int, int] = {}
     retry_after: set[str] = set()
