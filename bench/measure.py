@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 from confluent_kafka import Consumer, TopicPartition
@@ -78,11 +80,12 @@ class ProcessMeter:
         return [(round(t, 1), round(rss / 2**20, 1)) for t, rss in self._tracked[name].rss_series]
 
 
-async def topic_end_offsets(bootstrap: str, prefixes: tuple[str, ...]) -> dict[str, int]:
-    """Sum of end offsets per topic whose name starts with one of ``prefixes``."""
+async def topic_end_offsets(config: Mapping[str, Any], prefixes: tuple[str, ...]) -> dict[str, int]:
+    """Sum of end offsets per topic whose name starts with one of ``prefixes`` (``config``: the cluster's
+    librdkafka client settings, ``jetbridge.kafka.client_config``)."""
 
     def read() -> dict[str, int]:
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "jb-bench-offsets"})
+        consumer = Consumer({**config, "group.id": "jb-bench-offsets"})
         try:
             metadata = consumer.list_topics(timeout=10)
             totals: dict[str, int] = {}

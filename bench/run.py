@@ -52,6 +52,7 @@ from bench.synthetic_airlines import ROUTE, SyntheticAirline, synthetic_fleet, w
 from infra.stack.state import StackFiles
 from jetbridge.airlines import DEFAULT_REGISTRY, load_registry
 from jetbridge.errors import ConfigurationError
+from jetbridge.kafka import client_config
 from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import TopicNames
 
@@ -257,9 +258,9 @@ async def _run_one(
 ) -> dict[str, Any]:
     """One measured run of one system at one rate: its figures and the Kafka events it caused; returns once
     the system has worked off what it queued."""
-    before = await topic_end_offsets(settings.kafka_bootstrap_servers, prefixes)
+    before = await topic_end_offsets(client_config(settings), prefixes)
     row = await _measure(url, system, rate, config, meter, own, arguments)
-    after = await topic_end_offsets(settings.kafka_bootstrap_servers, prefixes)
+    after = await topic_end_offsets(client_config(settings), prefixes)
     row["kafka_events_per_request"] = _events(before, after, round((config.warmup_s + config.hold_s) * rate))
     await _settle(meter, own)
     return row
@@ -478,7 +479,7 @@ async def _check_fleet(settings: Settings, codes: list[str], say: Say) -> None:
     """Every synthetic airline is simulated, has its calls topic, and a connector consumer placed in its group."""
     control = f"http://{settings.simulator_host}:{settings.simulator_control_port}"
     names = TopicNames(settings.topic_prefix)
-    topics = await topic_end_offsets(settings.kafka_bootstrap_servers, (settings.topic_prefix + "jb.airline.",))
+    topics = await topic_end_offsets(client_config(settings), (settings.topic_prefix + "jb.airline.",))
     plan = StackFiles(settings.run_dir, settings.log_dir).read_plan()
     placed: set[str] = set()
     async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:

@@ -36,7 +36,7 @@ from rich.text import Text
 
 from jetbridge.airlines import load_registry
 from jetbridge.errors import JetbridgeError
-from jetbridge.kafka import apply_topics
+from jetbridge.kafka import apply_topics, client_config
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import declared_topics
 
@@ -178,7 +178,7 @@ async def _status(settings: Settings, _: argparse.Namespace) -> int:
 async def _topics(settings: Settings, _: argparse.Namespace) -> int:
     specs = declared_topics(load_registry(settings.airlines_file), settings.topic_partitions, settings.topic_prefix)
     outcome = await apply_topics(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers},
+        client_config(settings),
         specs,
         replication_factor=settings.replication_factor,
     )
@@ -388,6 +388,34 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> int:
     return await run(settings, args)
 
 
+async def _token(settings: Settings, args: argparse.Namespace) -> int:
+    """Mint a bearer token for the bridge with the development issuer's key (made if there is none yet)."""
+    from infra.auth.dev_issuer import SCOPES_SUPPORTED, auth_dir, load_or_create_key, mint
+    from mcp_bridge.auth import resource_uri
+    from mcp_bridge.boundary import is_client_id
+
+    scopes = args.scopes.split()
+    if not is_client_id(args.client):
+        print(f"jetbridge token: {args.client!r} is not a client id (1-64 letters, digits, - and _)", file=sys.stderr)
+        return 2
+    if not set(scopes) <= set(SCOPES_SUPPORTED):
+        print(f"jetbridge token: scopes must be among {' '.join(SCOPES_SUPPORTED)}", file=sys.stderr)
+        return 2
+    key = load_or_create_key(auth_dir(settings.home))
+    audience = resource_uri(settings)
+    token = mint(
+        key, issuer=settings.auth_issuer, audience=audience, client_id=args.client, scopes=scopes, ttl_s=args.ttl
+    )
+    print(token)
+    expires = (datetime.now(UTC) + timedelta(seconds=args.ttl)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    print(
+        f"client {args.client}, scopes {' '.join(scopes) or '(none)'}, audience {audience}, issuer "
+        f"{settings.auth_issuer}, key {key.kid}, expires {expires}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     module = {
         "bridge": "mcp_bridge",
@@ -468,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     from jetbridge.audit_ops import add_arguments as add_audit_arguments
 
     add_audit_arguments(sub.add_parser("audit", help="tool calls on jb.audit.v1, filtered, with counts by outcome"))
+    p_token = sub.add_parser("token", help="mint a bearer token for the bridge with the development issuer's key")
+    p_token.add_argument("--client", required=True, help="the client id the token names (its client_id and sub)")
+    p_token.add_argument("--scopes", default="offers:read", help='space-separated (default "offers:read")')
+    p_token.add_argument("--ttl", type=int, default=3600, choices=range(1, 86401), metavar="SECONDS")
     args = parser.parse_args(argv)
     if args.command == "bench" and args.airline_counts and args.soak:
         p_bench.error("--soak runs with the rates, not with --airline-counts")
@@ -484,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "dlq": _dlq,
         "audit": _audit,
         "airlines": _airlines,
+        "token": _token,
     }
     try:
         return asyncio.run(handlers[args.command](settings, args))

@@ -2,7 +2,9 @@
 producer that resolves on broker acknowledgement, a consumer whose blocking poll runs off the event
 loop, event headers, and the idempotent topic declaration.
 
-Client settings are librdkafka keys, 1:1. Stream processors (faust) use their own client.
+Client settings are librdkafka keys, 1:1, and every client's config starts from ``client_config``: the cluster
+and how to authenticate to it (the security settings of ``jetbridge/settings.py``, applied in this one place).
+Stream processors (faust) use their own clients, given the same ``kafka_security`` by ``streams/credentials.py``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError as ClientError
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported at runtime, not in the stub
     AdminClient,
     AlterConfigOpType,
@@ -26,8 +30,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported at
     NewTopic,
 )
 
-from jetbridge.errors import KafkaError
+from jetbridge.errors import ConfigurationError, KafkaError
 from jetbridge.log import get_logger
+from jetbridge.settings import Settings
 from jetbridge.topics import TopicSpec
 
 __all__ = [
@@ -41,9 +46,12 @@ __all__ = [
     "AsyncConsumer",
     "AsyncProducer",
     "Delivery",
+    "KafkaSecurity",
     "apply_topics",
+    "client_config",
     "decode_headers",
     "event_headers",
+    "kafka_security",
     "new_traceparent",
 ]
 
@@ -68,6 +76,82 @@ PARTITIONER = "murmur2_random"
 # librdkafka writes its own log lines (``%4|...|GETPID|...``) straight to stderr unless given a logger;
 # through this one they become JSON lines like every other (see jetbridge/log.py), never raw terminal text.
 LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """How this process's Kafka clients authenticate: the security settings, checked once."""
+
+    protocol: str  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    mechanism: str | None = None  # SCRAM-SHA-512 | SCRAM-SHA-256 | PLAIN, with SASL only
+    username: str | None = None
+    password: str | None = None
+    ca_location: Path | None = None
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    def __repr__(self) -> str:  # never the password, whoever prints it
+        return f"KafkaSecurity(protocol={self.protocol}, mechanism={self.mechanism}, username={self.username})"
+
+    def librdkafka(self) -> dict[str, Any]:
+        """The librdkafka keys for it; none for PLAINTEXT, so such a config is exactly what it was before."""
+        if self.protocol == "PLAINTEXT":
+            return {}
+        keys: dict[str, Any] = {"security.protocol": self.protocol}
+        if self.sasl:
+            keys |= {"sasl.mechanism": self.mechanism, "sasl.username": self.username, "sasl.password": self.password}
+        if self.ca_location is not None:
+            keys["ssl.ca.location"] = str(self.ca_location)
+        return keys
+
+
+def kafka_security(settings: Settings) -> KafkaSecurity:
+    """The settings' Kafka security, or a ConfigurationError naming the variable that does not fit."""
+    protocol = settings.kafka_security_protocol
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+    where = f"KAFKA_SECURITY_PROTOCOL is {protocol}"
+    if protocol.startswith("SASL_"):
+        given = {"KAFKA_SASL_USERNAME": settings.kafka_sasl_username, "KAFKA_SASL_PASSWORD": password}
+        missing = [name for name, value in given.items() if not value]
+        if missing:
+            raise ConfigurationError(f"{where}: set {' and '.join(missing)}")
+    elif settings.kafka_sasl_username or password:
+        # Credentials that would silently not be used: the cluster would see an unauthenticated client.
+        raise ConfigurationError(
+            f"{where} but KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD are set: use SASL_PLAINTEXT or SASL_SSL"
+        )
+    ca = settings.kafka_ssl_ca_location
+    if ca is not None:
+        if protocol not in ("SSL", "SASL_SSL"):
+            raise ConfigurationError(f"{where} but KAFKA_SSL_CA_LOCATION is set: use SSL or SASL_SSL")
+        if not ca.is_file():
+            raise ConfigurationError(f"KAFKA_SSL_CA_LOCATION {ca} is not a readable file")
+    if not protocol.startswith("SASL_"):
+        return KafkaSecurity(protocol, ca_location=ca)
+    return KafkaSecurity(protocol, settings.kafka_sasl_mechanism, settings.kafka_sasl_username, password, ca)
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """The cluster and how to authenticate to it: what every librdkafka client of ours starts from."""
+    return {"bootstrap.servers": settings.kafka_bootstrap_servers} | kafka_security(settings).librdkafka()
+
+
+def _authentication_failed(error: ClientError) -> KafkaError:
+    return KafkaError(
+        f"Kafka authentication failed: {error.str()} (check KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, "
+        "KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD)"
+    )
+
+
+def _log_client_error(error: ClientError) -> None:
+    # What librdkafka logs itself for an error when a client has no error callback.
+    LIBRDKAFKA_LOGGER.error("ERROR %s", error.str())
 
 
 def with_logger(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,6 +205,8 @@ class AsyncProducer:
 
     A daemon thread serves librdkafka's delivery callbacks and hands each result to the event loop.
     Idempotent (acks=all, enable.idempotence) so a retried produce is never written twice.
+    When the cluster refuses our credentials, every send waiting for its acknowledgement fails at once with a
+    KafkaError saying so, instead of waiting out ``message.timeout.ms`` (librdkafka only retries the login).
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -134,10 +220,24 @@ class AsyncProducer:
             "compression.type": "none",
         }
         base.update(config)
+        base.setdefault("error_cb", self._on_error)
+        self._waiting: set[asyncio.Future[Delivery]] = set()
+        self._waiting_lock = threading.Lock()
         self._producer = Producer(with_logger(base))
         self._running = True
         self._thread = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
         self._thread.start()
+
+    def _on_error(self, error: ClientError) -> None:
+        # On the thread serving callbacks (poll, flush). Other errors (a broker down) are retried by librdkafka.
+        if error.code() != ClientError._AUTHENTICATION:
+            _log_client_error(error)
+            return
+        failure = _authentication_failed(error)
+        with self._waiting_lock:
+            waiting = list(self._waiting)
+        for future in waiting:
+            future.get_loop().call_soon_threadsafe(_settle, future, None, failure)
 
     def _poll_loop(self) -> None:
         # poll serves each delivery report as soon as it arrives; the timeout only bounds how soon the loop
@@ -155,6 +255,9 @@ class AsyncProducer:
     ) -> Delivery:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Delivery] = loop.create_future()
+        with self._waiting_lock:
+            self._waiting.add(done)
+        done.add_done_callback(self._forget)
 
         def on_delivery(err: Any, msg: Message) -> None:
             if err is not None:
@@ -174,15 +277,20 @@ class AsyncProducer:
                 # The local queue is full: wait for deliveries to drain it (backpressure, not loss).
                 await asyncio.sleep(0.005)
             except KafkaException as exc:
+                done.cancel()
                 raise KafkaError(f"produce to {topic} refused: {exc}") from exc
         return await done
+
+    def _forget(self, future: asyncio.Future[Delivery]) -> None:
+        with self._waiting_lock:
+            self._waiting.discard(future)
 
     async def flush(self, timeout_s: float = 10.0) -> int:
         """Wait for everything queued to be delivered; the number still queued is returned."""
         return int(await asyncio.to_thread(self._producer.flush, timeout_s))
 
-    async def close(self) -> None:
-        remaining = await self.flush()
+    async def close(self, timeout_s: float = 10.0) -> None:
+        remaining = await self.flush(timeout_s)
         if remaining:
             log.warning("producer closed with undelivered messages", remaining=remaining)
         self._running = False
@@ -203,15 +311,25 @@ class AsyncConsumer:
 
     Every call runs on the consumer's own single thread, in order: librdkafka consumers are not meant
     to be used from two threads at once, and a close() queued behind a running poll waits for it.
+    When the cluster refuses our credentials, ``consume`` raises a KafkaError saying so instead of returning
+    nothing for ever.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self._consumer = Consumer(with_logger(config))
+        self._refused: KafkaError | None = None
+        self._consumer = Consumer(with_logger({"error_cb": self._on_error} | dict(config)))
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
 
     @property
     def raw(self) -> Consumer:
         return self._consumer
+
+    def _on_error(self, error: ClientError) -> None:
+        # Called inside poll, on the consumer's thread; ``consume`` raises it once that poll returns.
+        if error.code() == ClientError._AUTHENTICATION:
+            self._refused = _authentication_failed(error)
+        else:
+            _log_client_error(error)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -234,6 +352,9 @@ class AsyncConsumer:
             return [first, *more]
 
         messages: list[Message] = await self._run(take)
+        refused, self._refused = self._refused, None
+        if refused is not None and not messages:
+            raise refused
         return messages
 
     async def commit(self, offsets: list[TopicPartition]) -> None:

@@ -9,8 +9,9 @@ Processors drop keys that could carry secrets or passenger data, whatever a call
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -40,10 +41,30 @@ _REDACTED_KEYS = frozenset(
 )
 
 
+# Words that mark a secret anywhere in a key (`sasl.password`, a librdkafka setting; `kafka_sasl_password`;
+# `client_secret`), and words that do as a key's last part (`access_token`, `sasl.oauthbearer.token`; not
+# `tokens_left` or `token_error`, which say nothing secret).
+_SECRET_WORDS = ("password", "passwd", "secret")
+_SECRET_LAST_PARTS = frozenset({"token", "credential", "credentials", "authorization", "apikey"})
+
+
+def _secret(key: str) -> bool:
+    lowered = key.lower()
+    if lowered in _REDACTED_KEYS or any(word in lowered for word in _SECRET_WORDS):
+        return True
+    return re.split(r"[._-]", lowered)[-1] in _SECRET_LAST_PARTS
+
+
+def _redacted(value: Any) -> Any:
+    # A mapping logged whole (a client config, headers) is looked into, so its secrets go too.
+    if isinstance(value, Mapping):
+        return {k: "[redacted]" if isinstance(k, str) and _secret(k) else _redacted(v) for k, v in value.items()}
+    return value
+
+
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
-        if key.lower() in _REDACTED_KEYS:
-            event_dict[key] = "[redacted]"
+        event_dict[key] = "[redacted]" if _secret(key) else _redacted(event_dict[key])
     return event_dict
 
 

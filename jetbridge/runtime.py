@@ -15,7 +15,7 @@ import uvloop
 from jetbridge.airlines import AirlineRegistry, load_registry
 from jetbridge.errors import SchemaRegistryError
 from jetbridge.http import build_http_client
-from jetbridge.kafka import AsyncProducer
+from jetbridge.kafka import AsyncProducer, client_config
 from jetbridge.log import get_logger
 from jetbridge.settings import Settings
 from jetbridge.topics import TopicSpec, declared_topics
@@ -30,8 +30,8 @@ log = get_logger(__name__)
 
 
 def kafka_config(settings: Settings, client_id: str) -> dict[str, Any]:
-    """librdkafka settings common to every client of this process."""
-    return {"bootstrap.servers": settings.kafka_bootstrap_servers, "client.id": client_id}
+    """librdkafka settings common to every client of this process (the cluster, its security, our name)."""
+    return client_config(settings) | {"client.id": client_id}
 
 
 async def open_codec(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,6 +114,23 @@ class Settings(BaseSettings):
     # (rate_limited) instead of queueing without bound.
     bridge_max_in_flight: int = Field(default=1000, ge=1, validation_alias="JB_BRIDGE_MAX_IN_FLIGHT")
 
+    # Who may call the bridge (mcp_bridge/auth.py, README "Agents authenticate"). off: anyone, named by its
+    # x-client-id header; jwt: an OAuth 2.1 bearer token from `auth_issuer`, audience the bridge's resource URI.
+    auth: Literal["off", "jwt"] = Field(default="off", validation_alias="JB_AUTH")
+    # The authorization server whose tokens the bridge accepts (its `iss`); the development issuer by default.
+    auth_issuer: str = Field(default="http://127.0.0.1:9400", validation_alias="JB_AUTH_ISSUER")
+    # The bridge's resource URI (RFC 8707), the tokens' required audience; bridge_url when empty. Set it when
+    # agents reach the bridge through another name (a proxy, 0.0.0.0).
+    auth_resource: str = Field(default="", validation_alias="JB_AUTH_RESOURCE")
+    # Where the issuer's signing keys are; read from its RFC 8414 metadata (`jwks_uri`) when empty.
+    auth_jwks_url: str = Field(default="", validation_alias="JB_AUTH_JWKS_URL")
+    # Clock skew allowed on exp/nbf/iat.
+    auth_leeway_s: float = Field(default=30.0, ge=0, le=300, validation_alias="JB_AUTH_LEEWAY_S")
+    # A token with an unknown key id refetches the key set at most this often, so forged kids cannot
+    # make the bridge hammer the issuer; the set is also refreshed once it is this old.
+    auth_jwks_min_refresh_s: float = Field(default=30.0, ge=0, validation_alias="JB_AUTH_JWKS_MIN_REFRESH_S")
+    auth_jwks_max_age_s: float = Field(default=3600.0, gt=0, validation_alias="JB_AUTH_JWKS_MAX_AGE_S")
+
     @property
     def state_dir(self) -> Path:
         """This instance's own folder for local state (faust's data, caches)."""
@@ -129,6 +147,20 @@ class Settings(BaseSettings):
     @property
     def bridge_url(self) -> str:
         return f"http://{self.bridge_host}:{self.bridge_port}/mcp"
+
+    # How every Kafka client of the process (librdkafka and faust's aiokafka alike) authenticates to the
+    # cluster; applied in one place, jetbridge/kafka.py `client_config` (README "Kafka security"). PLAINTEXT
+    # (the local stack) needs none of the others. mTLS (a client certificate) is not supported.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", validation_alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str | None = Field(default=None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(default=None, validation_alias="KAFKA_SASL_PASSWORD")
+    # PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); the system's CAs without it.
+    kafka_ssl_ca_location: Path | None = Field(default=None, validation_alias="KAFKA_SSL_CA_LOCATION")
 
 
 @lru_cache(maxsize=1)

@@ -16,19 +16,33 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ARRIVED", "SessionLimits", "StampArrival", "arrived_at", "client_id"]
+__all__ = ["ARRIVED", "SessionLimits", "StampArrival", "arrived_at", "client_id", "is_client_id"]
 
 # The ASGI scope key holding when the request reached the bridge (time.monotonic()).
 ARRIVED = "jetbridge.arrived"
 _SESSION_HEADER = "mcp-session-id"
 
 
-def client_id(headers: Mapping[str, str]) -> str:
-    """Who is calling: a client-supplied id until the auth issue replaces it with the token's subject."""
-    value = headers.get("x-client-id", "anonymous")
+def is_client_id(value: str) -> bool:
+    """A client id is 1-64 ASCII letters, digits, ``-`` and ``_`` (it keys the registry, the audit and logs)."""
+    return 0 < len(value) <= 64 and value.isascii() and value.replace("-", "").replace("_", "").isalnum()
+
+
+def client_id(scope: Scope) -> str:
+    """Who is calling, for the HTTP request of this ASGI scope.
+
+    When the bridge authenticates (the SDK's authentication middleware ran and set ``user``), only the bearer
+    token names the caller: its ``client_id`` claim, or its ``sub`` (`mcp_bridge.auth.JwtVerifier`), and a
+    request without a valid token is ``anonymous``. Otherwise the caller names itself with ``x-client-id``.
+    """
+    if "user" in scope:
+        user = scope["user"]
+        return user.access_token.client_id if isinstance(user, AuthenticatedUser) else "anonymous"
+    value = Headers(scope=scope).get("x-client-id", "anonymous")
     return value[:64] if value.replace("-", "").replace("_", "").isalnum() else "anonymous"
 
 
@@ -71,8 +85,10 @@ class SessionLimits:
 
     A session is counted from the request that opens it (a POST without ``mcp-session-id``) until the
     client deletes it or it has had no request in flight for ``idle_s`` seconds, the SDK's own idle rule
-    with the same timeout, so both forget a session at the same moment. A client is its ``x-client-id``;
-    one without is ``anonymous@<its address>``, so anonymous agents on other hosts keep their own room.
+    with the same timeout, so both forget a session at the same moment. A client is `client_id` (its token's
+    client, or its ``x-client-id`` when the bridge does not authenticate); one without is
+    ``anonymous@<its address>``, so anonymous agents on other hosts keep their own room. It runs inside the
+    SDK's authentication middleware, so it sees the token's client.
     """
 
     def __init__(
@@ -114,7 +130,7 @@ class SessionLimits:
             await self.app(scope, receive, send)  # unknown or expired: the SDK answers 404
 
     def _client_of(self, scope: Scope) -> str:
-        name = client_id(Headers(scope=scope))
+        name = client_id(scope)
         if name != "anonymous":
             return name
         peer = scope.get("client")

@@ -15,11 +15,13 @@ from typing import Annotated, Any, Protocol
 
 import structlog
 import uvicorn
+from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, InputRequiredResult
 from mcp_types import Tool as MCPTool
 from pydantic import BaseModel, WithJsonSchema
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -31,6 +33,7 @@ from jetbridge.runtime import Runtime, kafka_config, open_runtime, run
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames
 from mcp_bridge.airline_health import AirlineHealthView, CircuitView
+from mcp_bridge.auth import BridgeAuth, open_auth
 from mcp_bridge.boundary import SessionLimits, StampArrival, arrived_at, client_id
 from mcp_bridge.correlator import ReplyCorrelator
 from mcp_bridge.service import REPLY_GRACE_S, SearchResult, SearchService
@@ -233,9 +236,21 @@ def _invalid(field: str, reason: str, *, tool: str | None = None) -> str:
     return f"{prefix}Invalid argument '{field}': {reason} (code {InvalidInput.code})"
 
 
-def build_server(backend: SearchBackend, *, name: str = "jetbridge") -> MCPServer:
-    server = _ClosedToolsServer(name, instructions=INSTRUCTIONS, version="0.1.0")
+def build_server(backend: SearchBackend, *, name: str = "jetbridge", auth: BridgeAuth | None = None) -> MCPServer:
+    """The bridge's MCP server; with ``auth``, every request to /mcp needs a bearer token (`mcp_bridge.auth`)."""
+    server = _ClosedToolsServer(
+        name,
+        instructions=INSTRUCTIONS,
+        version="0.1.0",
+        auth=auth.settings if auth is not None else None,
+        token_verifier=auth.verifier if auth is not None else None,
+    )
     server.backend = backend
+    if auth is not None:
+        # The SDK serves RFC 9728 metadata at the resource's path-suffixed URL (…/oauth-protected-resource/mcp);
+        # clients that look at the host's root (the spec's last fallback) get the same document there.
+        root_metadata = ProtectedResourceMetadataHandler(auth.metadata())
+        server.custom_route("/.well-known/oauth-protected-resource", methods=["GET"])(root_metadata.handle)
 
     async def search_offers(ctx: Context, **raw: object) -> SearchResult:
         started = asyncio.get_running_loop().time()
@@ -320,12 +335,13 @@ def _parameters_of(schema: dict[str, Any]) -> inspect.Signature:
 
 
 def _client_id(ctx: Context) -> str:
-    """Who is calling: a client-supplied id until the auth issue replaces it with the token's subject."""
+    """Who is calling (`mcp_bridge.boundary.client_id` of the call's HTTP request); in memory, anonymous."""
     try:
-        headers = ctx.headers or {}
+        request = ctx.request_context.request
     except ValueError:
-        headers = {}
-    return client_id(headers)
+        request = None
+    scope = getattr(request, "scope", None)
+    return client_id(scope) if scope is not None else "anonymous"
 
 
 def _arrival(ctx: Context) -> float:
@@ -359,8 +375,9 @@ def _deadline_from_arrival(arguments: SearchArguments, arrived: float) -> Search
 def http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.0.1") -> StampArrival:
     """The bridge's HTTP application: the server at /mcp behind the boundary's checks (`mcp_bridge.boundary`).
 
-    The SDK caps sessions in all, expires idle ones, limits bodies (413) and, on a loopback host, checks
-    Origin and Host; `SessionLimits` adds the cap per client, `StampArrival` the arrival time.
+    The SDK caps sessions in all, expires idle ones, limits bodies (413), on a loopback host checks Origin
+    and Host, and, when the server was built with auth, checks bearer tokens; `SessionLimits` adds the cap per
+    client, `StampArrival` the arrival time.
     """
     app = server.streamable_http_app(
         streamable_http_path="/mcp",
@@ -369,10 +386,11 @@ def http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.0.1") 
         session_idle_timeout=settings.bridge_session_idle_s,
         max_request_body_size=settings.bridge_max_body_bytes,
     )
-    limited = SessionLimits(
-        app, per_client=settings.bridge_max_sessions_per_client, idle_s=settings.bridge_session_idle_s
-    )
-    return StampArrival(limited)
+    # Innermost of the app's middleware, inside the SDK's authentication (when on): sessions are counted
+    # per token client, not per a header any caller could set. Starlette builds its stack at the first request.
+    per_client, idle_s = settings.bridge_max_sessions_per_client, settings.bridge_session_idle_s
+    app.user_middleware.append(Middleware(SessionLimits, per_client=per_client, idle_s=idle_s))
+    return StampArrival(app)
 
 
 async def serve_app(server: MCPServer, host: str, port: int, settings: Settings | None = None) -> None:
@@ -388,9 +406,10 @@ async def serve_app(server: MCPServer, host: str, port: int, settings: Settings 
 
 async def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
     """Run one bridge instance until SIGTERM/SIGINT."""
-    async with Bridge.open(settings) as bridge:
+    async with Bridge.open(settings) as bridge, open_auth(settings) as auth:
         structlog.contextvars.bind_contextvars(instance=bridge.correlator.instance_id)
-        await serve_app(build_server(bridge), host or settings.bridge_host, port or settings.bridge_port, settings)
+        server = build_server(bridge, auth=auth)
+        await serve_app(server, host or settings.bridge_host, port or settings.bridge_port, settings)
         await bridge.service.drain()
 
 

@@ -26,10 +26,12 @@ from typing import Any
 import faust
 
 from jetbridge.health import HealthServer
+from jetbridge.kafka import client_config, kafka_security
 from jetbridge.log import stdlib_logging_config
 from jetbridge.metrics import DLQ_DEPTH, OPEN_JOINS, REQUESTS_ROUTED, LagMonitor, metrics_answer, serve
 from jetbridge.settings import Settings, get_settings
 from streams.context import StreamContext
+from streams.credentials import broker_credentials
 from streams.dead_letters import DeadLetters
 from streams.joining import AGGREGATOR, ROUTER, Joining
 
@@ -47,6 +49,7 @@ def build_app(settings: Settings) -> faust.App:
     app = faust.App(
         f"{settings.topic_prefix}jetbridge-streams",
         broker=_brokers(settings.kafka_bootstrap_servers),
+        broker_credentials=broker_credentials(kafka_security(settings)),
         store="memory://",
         key_serializer="raw",
         value_serializer="raw",
@@ -120,7 +123,7 @@ def build_app(settings: Settings) -> faust.App:
             server.route("/metrics", metrics_answer)
             await server.start()
         LagMonitor(
-            {"bootstrap.servers": settings.kafka_bootstrap_servers},
+            client_config(settings),
             app.conf.id,
             [names.requests, names.responses, names.control],
             dlq_topic=names.dlq,

@@ -11,6 +11,7 @@ from typing import Any
 from jetbridge.airlines import AirlineRegistry, load_registry
 from jetbridge.health_board import HealthBoard, shared_board
 from jetbridge.http import build_http_client
+from jetbridge.kafka import client_config
 from jetbridge.routing import SkipReason
 from jetbridge.runtime import open_codec
 from jetbridge.settings import Settings
@@ -50,9 +51,7 @@ class StreamContext:
 
     def health_board(self, codec: AvroCodec) -> HealthBoard:
         """The airlines' shared health, followed in the background from the first call on."""
-        return shared_board(
-            self.names.airline_health, codec, {"bootstrap.servers": self.settings.kafka_bootstrap_servers}
-        )
+        return shared_board(self.names.airline_health, codec, client_config(self.settings))
 
     def skip_reason(self, codec: AvroCodec) -> SkipReason:
         """The router's question to the health board: why an airline should not be called at all."""

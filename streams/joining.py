@@ -29,6 +29,7 @@ from jetbridge.kafka import (
     HEADER_CLIENT_ID,
     HEADER_REPLY_TO,
     HEADER_TRACEPARENT,
+    client_config,
     decode_headers,
     event_headers,
     new_traceparent,
@@ -172,7 +173,7 @@ class Joining:
         new = [p for p in partitions if p not in self._known_partitions]
         if new:
             since_ms = int((time.time() - settings.aggregator_reply_window_s) * 1000)
-            config = {"bootstrap.servers": settings.kafka_bootstrap_servers}
+            config = client_config(settings)
             found = await asyncio.to_thread(scan_replies, config, names.replies, new, since_ms)
             self.core.learn_replies(found)
             log.info("replies read back for partitions taken over", partitions=new, answered=len(found))

@@ -16,7 +16,7 @@ import pytest
 
 from infra.stack.backends import Infra, provide_infra
 from jetbridge.airlines import load_registry
-from jetbridge.kafka import apply_topics
+from jetbridge.kafka import apply_topics, client_config
 from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import declared_topics
 from tests.support.kafka_tools import KafkaProbe
@@ -62,7 +62,7 @@ def settings(infra: Infra, test_home: Path) -> Settings:
 @pytest.fixture(scope="session")
 async def topics(settings: Settings) -> None:
     specs = declared_topics(load_registry(settings.airlines_file), settings.topic_partitions, settings.topic_prefix)
-    await apply_topics({"bootstrap.servers": settings.kafka_bootstrap_servers}, specs)
+    await apply_topics(client_config(settings), specs)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,13 @@
 # Settings (environment): JB_HOME (state, default <repo>/.jetbridge), JB_CACHE (jar cache, default
 # ~/.cache/jetbridge), JB_KAFKA_PORT (9092), JB_KAFKA_CONTROLLER_PORT (9093), JB_KAFKA_HEAP (512m).
 #
+# SCRAM (a broker that wants clients to authenticate, as a secured cluster does): with JB_KAFKA_SCRAM_USER and
+# JB_KAFKA_SCRAM_PASSWORD set, JB_KAFKA_PORT is a SASL_PLAINTEXT listener taking SCRAM-SHA-512, that user is
+# created when the storage is formatted, and the node talks to itself in PLAINTEXT on JB_KAFKA_INTERNAL_PORT
+# (JB_KAFKA_PORT + 2) on loopback (server-scram.properties.in). A storage formatted in one mode is not started in
+# the other: give it a JB_HOME of its own. Clients then set KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT and
+# KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD (README "Kafka security").
+#
 # It says a line per step on stderr; Maven's output goes to $JB_HOME/logs/setup.log, the broker's and the
 # storage tool's (a dump of every configuration value) to $JB_HOME/logs/kafka.log.
 set -euo pipefail
@@ -21,6 +28,9 @@ cache=${JB_CACHE:-$HOME/.cache/jetbridge}
 libs=$cache/kafka/$version/libs
 port=${JB_KAFKA_PORT:-9092}
 cport=${JB_KAFKA_CONTROLLER_PORT:-9093}
+iport=${JB_KAFKA_INTERNAL_PORT:-$((port + 2))}
+scram_user=${JB_KAFKA_SCRAM_USER:-}
+scram_password=${JB_KAFKA_SCRAM_PASSWORD:-}
 state=$home/kafka
 data=$state/data
 pidfile=$home/run/kafka.pid
@@ -54,18 +64,42 @@ java_run() {
     -cp "$libs/*" "$@"
 }
 
+# The client listener's mode, written beside the storage when it is formatted (never the password).
+listener_mode() {
+  if [[ -n $scram_user ]]; then echo "SASL_PLAINTEXT SCRAM-SHA-512 user=$scram_user"; else echo "PLAINTEXT"; fi
+}
+
 format_storage() {
   mkdir -p "$state" "$data"
-  sed -e "s:@DATA_DIR@:$data:" -e "s:@PORT@:$port:" -e "s:@CONTROLLER_PORT@:$cport:" \
-    "$here/server.properties.in" >"$state/server.properties"
-  if [[ -f $data/meta.properties ]]; then return 0; fi
+  local fill=(-e "s:@DATA_DIR@:$data:" -e "s:@PORT@:$port:" -e "s:@CONTROLLER_PORT@:$cport:" -e "s:@INTERNAL_PORT@:$iport:")
+  if [[ -z $scram_user ]]; then
+    sed "${fill[@]}" "$here/server.properties.in" >"$state/server.properties"
+  else
+    if [[ -z $scram_password ]]; then say "JB_KAFKA_SCRAM_USER is set: set JB_KAFKA_SCRAM_PASSWORD too"; return 1; fi
+    # The plain template without its listener lines, then the SCRAM ones.
+    { sed "${fill[@]}" -e '/^listeners=/d' -e '/^advertised.listeners=/d' -e '/^listener.security.protocol.map=/d' \
+        -e '/^inter.broker.listener.name=/d' "$here/server.properties.in"
+      sed "${fill[@]}" "$here/server-scram.properties.in"; } >"$state/server.properties"
+  fi
+  if [[ -f $data/meta.properties ]]; then
+    local formatted; formatted=$(cat "$state/listener-mode" 2>/dev/null || echo PLAINTEXT)
+    if [[ $formatted != "$(listener_mode)" ]]; then
+      say "the storage in $data was formatted for $formatted, not $(listener_mode): use another JB_HOME"; return 1
+    fi
+    return 0
+  fi
   local cluster_id
   cluster_id=$(java_run kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
-  say "formatting storage in $data (cluster $cluster_id)"
+  say "formatting storage in $data (cluster $cluster_id, clients: $(listener_mode))"
   mkdir -p "$home/logs"
-  if ! java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" >>"$logfile" 2>&1; then
+  local scram=()
+  # On the storage tool's command line for a moment: a local broker's test credential, not a real secret.
+  if [[ -n $scram_user ]]; then scram=(--add-scram "SCRAM-SHA-512=[name=$scram_user,password=$scram_password]"); fi
+  if ! java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" "${scram[@]}" \
+    >>"$logfile" 2>&1; then
     say "formatting failed; last lines of $logfile:"; tail -n 20 "$logfile" >&2; return 1
   fi
+  listener_mode >"$state/listener-mode"
 }
 
 start() {
@@ -78,7 +112,7 @@ start() {
   format_storage
   mkdir -p "$home/run" "$home/logs"
   local offset; offset=$(stat -c %s "$logfile" 2>/dev/null || echo 0)
-  say "starting Apache Kafka $version on 127.0.0.1:$port"
+  say "starting Apache Kafka $version on 127.0.0.1:$port (clients: $(listener_mode))"
   # setsid: its own process group, so `stop` ends the JVM and nothing else.
   setsid bash -c "exec java -Xms128m -Xmx${JB_KAFKA_HEAP:-512m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true -Dlog4j2.configurationFile='$here/log4j2.properties' \

@@ -34,7 +34,7 @@ from infra.stack.state import (
 )
 from jetbridge.airlines import load_registry
 from jetbridge.errors import ConfigurationError
-from jetbridge.kafka import apply_topics
+from jetbridge.kafka import apply_topics, client_config
 from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import declared_topics
 
@@ -222,7 +222,7 @@ async def up(
     await _start_infra(settings, report)
     report.working("declaring topics")
     outcome = await apply_topics(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers},
+        client_config(settings),
         declared_topics(load_registry(settings.airlines_file), settings.topic_partitions, settings.topic_prefix),
         replication_factor=settings.replication_factor,
     )

@@ -23,7 +23,7 @@ from confluent_kafka import KafkaError as BrokerError
 
 from jetbridge.errors import DecodeError, InvalidInput, KafkaError, SchemaRegistryError
 from jetbridge.http import build_http_client
-from jetbridge.kafka import decode_headers
+from jetbridge.kafka import client_config, decode_headers
 from jetbridge.runtime import open_codec
 from jetbridge.settings import Settings
 from jetbridge.topics import TopicNames, airline_calls_topic
@@ -59,7 +59,7 @@ _QUIET.propagate = False
 
 def quiet_client_config(settings: Settings) -> dict[str, Any]:
     """librdkafka settings for the tool's clients: the configured cluster, no log lines on the terminal."""
-    return {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": _QUIET}
+    return client_config(settings) | {"logger": _QUIET}
 
 
 def contract_of(topic: str, names: TopicNames) -> type[Event] | None:

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from jetbridge.airlines import load_registry
 from jetbridge.http import build_http_client
-from jetbridge.kafka import decode_headers
+from jetbridge.kafka import client_config, decode_headers
 from jetbridge.runtime import open_codec
 from jetbridge.settings import Settings
 from jetbridge.topics import declared_topics
@@ -35,11 +35,7 @@ class KafkaProbe:
 
     def _consumer(self) -> Consumer:
         return Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap_servers,
-                "group.id": f"test-probe-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-            }
+            client_config(self.settings) | {"group.id": f"test-probe-{uuid.uuid4().hex}", "enable.auto.commit": False}
         )
 
     async def end_offsets(self, topic: str) -> dict[int, int]:

@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from jetbridge.airlines import load_registry
 from jetbridge.http import build_http_client
-from jetbridge.kafka import AsyncProducer, apply_topics, decode_headers, event_headers
+from jetbridge.kafka import AsyncProducer, apply_topics, client_config, decode_headers, event_headers
 from jetbridge.runtime import open_codec
 from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import TopicNames, declared_topics
@@ -38,6 +38,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def security_env(settings: Settings) -> dict[str, str]:
+    """The settings' Kafka security as the environment variables a child process reads them from."""
+    env: dict[str, str] = {
+        "KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
+        "KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+    }
+    if settings.kafka_sasl_username is not None:
+        env["KAFKA_SASL_USERNAME"] = settings.kafka_sasl_username
+    if settings.kafka_sasl_password is not None:
+        env["KAFKA_SASL_PASSWORD"] = settings.kafka_sasl_password.get_secret_value()
+    if settings.kafka_ssl_ca_location is not None:
+        env["KAFKA_SSL_CA_LOCATION"] = str(settings.kafka_ssl_ca_location)
+    return env
+
+
 class TopicSpace:
     def __init__(self, settings: Settings) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}."
@@ -45,17 +60,17 @@ class TopicSpace:
         self.names = TopicNames(self.prefix)
         self._http = build_http_client()
         self.codec: AvroCodec | None = None
-        self.producer = AsyncProducer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+        self.producer = AsyncProducer(client_config(settings))
 
     async def open(self) -> None:
         specs = declared_topics(load_registry(self.settings.airlines_file), self.settings.topic_partitions, self.prefix)
-        await apply_topics({"bootstrap.servers": self.settings.kafka_bootstrap_servers}, specs)
+        await apply_topics(client_config(self.settings), specs)
         self.codec = await open_codec(self.settings, specs, self._http)
         await asyncio.to_thread(self._wait_for_metadata, [s.name for s in specs])
 
     def _wait_for_metadata(self, topics: list[str], timeout_s: float = 15.0) -> None:
         """New topics reach every client's metadata a moment after they are created."""
-        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap_servers, "group.id": "metadata"})
+        consumer = Consumer(client_config(self.settings) | {"group.id": "metadata"})
         try:
             give_up = time.monotonic() + timeout_s
             while time.monotonic() < give_up:
@@ -102,11 +117,7 @@ class TopicSpace:
     def read_all(self, topic: str, *, until: Callable[[list[Message]], bool], timeout_s: float) -> list[Message]:
         """Every message of ``topic`` from the beginning, until ``until(messages)`` or the timeout."""
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap_servers,
-                "group.id": f"test-reader-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-            }
+            client_config(self.settings) | {"group.id": f"test-reader-{uuid.uuid4().hex}", "enable.auto.commit": False}
         )
         try:
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -166,6 +177,7 @@ class StreamsWorker:
         self.env = dict(
             os.environ,
             KAFKA_BOOTSTRAP_SERVERS=space.settings.kafka_bootstrap_servers,
+            **security_env(space.settings),
             SCHEMA_REGISTRY_URL=space.settings.schema_registry_url,
             JB_HOME=str(home),
             JB_TOPIC_PREFIX=space.prefix,
