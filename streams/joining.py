@@ -110,18 +110,34 @@ class Joining:
             await self.core.on_plan(ticket, event.message.partition, routed.plan, routed.headers)
 
     def _watch_calls(self, event: Any, ticket: Ticket, deliveries: list[asyncio.Future[Any]]) -> None:
-        async def settle() -> None:
-            results = await asyncio.gather(*deliveries, return_exceptions=True)
-            failed = next((r for r in results if isinstance(r, BaseException)), None)
-            if failed is not None:
-                # Calls the broker refused after its own retries: the request goes to the dead-letter
-                # channel (replayable); its join answers at the deadline with what did go out.
-                await self._dead_letters.publish(event, ROUTER, failed)
-            self.acks.release(ticket)
+        """Let go of the request once the broker answered for every call; a task only when one failed."""
+        waiting = len(deliveries)
+        failures: list[BaseException] = []
 
-        task = asyncio.ensure_future(settle())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        def answered(delivery: asyncio.Future[Any]) -> None:
+            nonlocal waiting
+            waiting -= 1
+            if delivery.cancelled():
+                failures.append(asyncio.CancelledError())
+            elif (error := delivery.exception()) is not None:
+                failures.append(error)
+            if waiting:
+                return
+            if not failures:
+                self.acks.release(ticket)
+                return
+            task = asyncio.ensure_future(self._calls_refused(event, ticket, failures[0]))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        for delivery in deliveries:
+            delivery.add_done_callback(answered)
+
+    async def _calls_refused(self, event: Any, ticket: Ticket, error: BaseException) -> None:
+        # Calls the broker refused after its own retries: the request goes to the dead-letter channel
+        # (replayable); its join answers at the deadline with what did go out.
+        await self._dead_letters.publish(event, ROUTER, error)
+        self.acks.release(ticket)
 
     async def _on_response(self, event: Any, ticket: Ticket) -> None:
         codec = await self._ctx.codec()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from schemas.models import (
@@ -125,3 +126,20 @@ def plan(expected: list[str], **overrides: Any) -> AggregatorControl:
         "created_at": now,
     }
     return AggregatorControl(**(values | overrides))
+
+
+# One airline, enough for the airline registry's loader to accept (or refuse) a file around it.
+REGISTRY_AIRLINE = """
+[airlines.ZZ]
+name = "Test Air"
+kind = "ndc"
+endpoint = "http://127.0.0.1:9"
+routes = "none"
+"""
+
+
+def registry_file(tmp_path: Path, text: str) -> Path:
+    """``text`` written as an airline registry file in ``tmp_path``."""
+    path = tmp_path / "airlines.toml"
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -7,27 +7,10 @@ import json
 import logging
 import logging.config
 import sys
-from collections.abc import Iterator
 
 import pytest
-import structlog
 
 from jetbridge.log import configure_logging, get_logger, stdlib_logging_config
-
-
-@pytest.fixture
-def stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """A stderr to configure logging on; the process's logging is put back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    try:
-        yield buffer
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
-        structlog.contextvars.clear_contextvars()
 
 
 def _configure_on(buffer: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:

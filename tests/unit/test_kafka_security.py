@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,20 +112,6 @@ def test_the_password_is_not_in_the_reprs_of_settings_or_security() -> None:
     assert SECRET not in repr(scram())
     assert SECRET not in str(scram())
     assert SECRET not in repr(kafka_security(scram()))
-
-
-@pytest.fixture
-def stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    try:
-        yield buffer
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
-        structlog.contextvars.clear_contextvars()
 
 
 def test_the_kafka_password_never_reaches_a_log_line(stderr: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:

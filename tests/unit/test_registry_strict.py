@@ -9,19 +9,11 @@ import pytest
 
 from jetbridge.airlines import ConnectorKind, load_registry
 from jetbridge.errors import ConfigurationError
-
-AIRLINE = """
-[airlines.ZZ]
-name = "Test Air"
-kind = "ndc"
-endpoint = "http://127.0.0.1:9"
-routes = "none"
-"""
+from tests.support.factories import REGISTRY_AIRLINE, registry_file
 
 
 def refused(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "airlines.toml"
-    path.write_text(text, encoding="utf-8")
+    path = registry_file(tmp_path, text)
     with pytest.raises(ConfigurationError) as caught:
         load_registry(path)
     assert str(path) in caught.value.message, "names the file"
@@ -29,7 +21,7 @@ def refused(tmp_path: Path, text: str) -> str:
 
 
 def test_a_typo_in_an_airline_entry_is_refused_naming_the_airline_and_the_field(tmp_path: Path) -> None:
-    message = refused(tmp_path, AIRLINE + "latncy_ms = 200\n")
+    message = refused(tmp_path, REGISTRY_AIRLINE + "latncy_ms = 200\n")
     assert "[airlines.ZZ]" in message
     assert "unknown field 'latncy_ms'" in message
     assert "fix its spelling or remove it" in message
@@ -37,42 +29,42 @@ def test_a_typo_in_an_airline_entry_is_refused_naming_the_airline_and_the_field(
 
 
 def test_a_misspelt_kind_is_refused_as_an_unknown_field_and_a_missing_kind(tmp_path: Path) -> None:
-    message = refused(tmp_path, AIRLINE.replace('kind = "ndc"', 'kindd = "ndc"'))
+    message = refused(tmp_path, REGISTRY_AIRLINE.replace('kind = "ndc"', 'kindd = "ndc"'))
     assert "[airlines.ZZ] has an unknown field 'kindd'" in message
     assert "[airlines.ZZ] kind: missing" in message
 
 
 def test_a_typo_in_the_defaults_retry_policy_is_refused_naming_the_table_and_field(tmp_path: Path) -> None:
-    message = refused(tmp_path, "[defaults.retry.search]\nmax_atempts = 3\n" + AIRLINE)
+    message = refused(tmp_path, "[defaults.retry.search]\nmax_atempts = 3\n" + REGISTRY_AIRLINE)
     assert "[defaults.retry.search] has an unknown field 'max_atempts'" in message
     assert "max_attempts" in message, "lists the fields a retry policy takes"
 
 
 @pytest.mark.parametrize("table", ["breaker", "rate_limit"])
 def test_a_typo_in_the_other_defaults_tables_is_refused_too(tmp_path: Path, table: str) -> None:
-    message = refused(tmp_path, f"[defaults.{table}]\nburts = 3\n" + AIRLINE)
+    message = refused(tmp_path, f"[defaults.{table}]\nburts = 3\n" + REGISTRY_AIRLINE)
     assert f"[defaults.{table}] has an unknown field 'burts'" in message
 
 
 def test_an_unknown_top_level_table_is_refused(tmp_path: Path) -> None:
-    message = refused(tmp_path, AIRLINE.replace("[airlines.ZZ]", "[airline.ZZ]"))
+    message = refused(tmp_path, REGISTRY_AIRLINE.replace("[airlines.ZZ]", "[airline.ZZ]"))
     assert "unknown table 'airline'" in message
 
 
 def test_a_kind_that_is_not_a_connector_kind_is_refused_naming_the_kinds(tmp_path: Path) -> None:
-    message = refused(tmp_path, AIRLINE.replace('"ndc"', '"soap"'))
+    message = refused(tmp_path, REGISTRY_AIRLINE.replace('"ndc"', '"soap"'))
     assert "[airlines.ZZ] kind: must be" in message
     assert all(repr(kind.value) in message for kind in ConnectorKind)
     assert "'soap'" in message
 
 
 def test_values_of_the_wrong_type_are_not_converted(tmp_path: Path) -> None:
-    message = refused(tmp_path, AIRLINE + 'timeout_ms = "2500"\n')
+    message = refused(tmp_path, REGISTRY_AIRLINE + 'timeout_ms = "2500"\n')
     assert "[airlines.ZZ] timeout_ms: expected int, got '2500'" in message
 
 
 def test_a_route_source_that_is_not_known_is_refused(tmp_path: Path) -> None:
-    message = refused(tmp_path, AIRLINE.replace('routes = "none"', 'routes = "openflight"'))
+    message = refused(tmp_path, REGISTRY_AIRLINE.replace('routes = "none"', 'routes = "openflight"'))
     assert "[airlines.ZZ] routes: must be 'openflights' or 'none'" in message
 
 

@@ -8,24 +8,11 @@ import pytest
 
 from jetbridge.airlines import BreakerPolicy, RateLimit, RetryPolicy, load_registry
 from jetbridge.errors import ConfigurationError
-
-AIRLINE = """
-[airlines.ZZ]
-name = "Test Air"
-kind = "ndc"
-endpoint = "http://127.0.0.1:9"
-routes = "none"
-"""
-
-
-def registry(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "airlines.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+from tests.support.factories import REGISTRY_AIRLINE, registry_file
 
 
 def test_an_airline_without_protection_tables_gets_the_built_in_defaults(tmp_path: Path) -> None:
-    zz = load_registry(registry(tmp_path, AIRLINE))["ZZ"]
+    zz = load_registry(registry_file(tmp_path, REGISTRY_AIRLINE))["ZZ"]
     assert zz.retry_policy("search") == RetryPolicy()
     assert zz.breaker == BreakerPolicy()
     assert zz.rate_limit == RateLimit()
@@ -47,7 +34,7 @@ open_s = 30
 rate_per_s = 20
 burst = 5
 """
-        + AIRLINE
+        + REGISTRY_AIRLINE
         + """
 [airlines.ZZ.retry.search]
 initial_interval_ms = 50
@@ -56,7 +43,7 @@ initial_interval_ms = 50
 burst = 2
 """
     )
-    zz = load_registry(registry(tmp_path, text))["ZZ"]
+    zz = load_registry(registry_file(tmp_path, text))["ZZ"]
     policy = zz.retry_policy("search")
     assert policy.max_attempts == 3, "from the defaults"
     assert policy.initial_interval_ms == 50, "the airline's own"
@@ -89,5 +76,5 @@ def test_a_policy_that_cannot_work_is_refused_naming_the_airline_and_field(
     tmp_path: Path, table: str, message: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=message) as caught:
-        load_registry(registry(tmp_path, AIRLINE + "\n" + table + "\n"))
+        load_registry(registry_file(tmp_path, REGISTRY_AIRLINE + "\n" + table + "\n"))
     assert "ZZ" in caught.value.message
