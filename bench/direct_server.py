@@ -131,7 +131,7 @@ class DirectFanOut:
             latency_ms=int((time.monotonic() - started) * 1000),
         )
 
-    def airlines(self) -> list[AirlineInfo]:
+    def airlines(self, *, client_id: str) -> list[AirlineInfo]:
         return airline_infos(self._registry)
 
     def health(self) -> dict[str, Any]:

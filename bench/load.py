@@ -18,6 +18,8 @@ from typing import Any
 
 from mcp import Client
 
+from mcp_bridge.agent import open_agent
+
 __all__ = ["Sample", "open_loop"]
 
 # What one search came back with: the reply's status, and each airline's status in the reply.
@@ -48,8 +50,9 @@ async def _call(client: Client, arguments: dict[str, Any]) -> _Answer:
 class _Session:
     """One MCP session in its own task, fed through a queue."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str | None) -> None:
         self._url = url
+        self._token = token
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self.ready = asyncio.Event()
         self.alive = True
@@ -65,7 +68,7 @@ class _Session:
 
     async def _run(self) -> None:
         try:
-            async with Client(self._url) as client:
+            async with open_agent(self._url, token=self._token) as client:
                 self.ready.set()
                 calls: set[asyncio.Task[None]] = set()
                 while (job := await self._queue.get()) is not None:
@@ -114,11 +117,13 @@ async def open_loop(
     timeout_s: float,
     sessions: int = 8,
     on_measured_start: Callable[[], None] | None = None,
+    token: str | None = None,
 ) -> list[Sample]:
-    """Send ``rate`` searches a second for ``warmup_s + hold_s`` seconds; one Sample per request."""
+    """Send ``rate`` searches a second for ``warmup_s + hold_s`` seconds, as the agent ``token`` names; one
+    Sample per request."""
     total = round((warmup_s + hold_s) * rate)
     samples: list[Sample] = []
-    pool = [_Session(url) for _ in range(max(1, sessions))]
+    pool = [_Session(url, token) for _ in range(max(1, sessions))]
     await asyncio.gather(*(s.ready.wait() for s in pool))
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.05

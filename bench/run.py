@@ -29,7 +29,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,21 @@ class BenchConfig:
     airline_counts: list[int] = field(default_factory=list)
     airline_counts_rate: float = 10.0
     synthetic_latency_ms: list[int] = field(default_factory=lambda: list(DEFAULT_LATENCY_MS.values()))
+    # The bearer token both systems are called with (the baseline ignores it); when unset and the bridge
+    # authenticates, one of the development issuer for the client "jetbridge-bench" (`with_token`).
+    token: str | None = None
+
+
+def with_token(settings: Settings, config: BenchConfig) -> BenchConfig:
+    """``config`` with a token to call the bridge with, as an agent would have one."""
+    if config.token or settings.auth == "off":
+        return config
+    if not settings.auth_dev_issuer:
+        raise ConfigurationError("the bridge wants a token of JB_AUTH_ISSUER: set BenchConfig.token (--token)")
+    from infra.auth.dev_issuer import dev_token
+    from mcp_bridge.auth import OFFERS_READ
+
+    return replace(config, token=dev_token(settings, "jetbridge-bench", [OFFERS_READ], ttl_s=24 * 3600))
 
 
 def _arguments(deadline_ms: int, airlines: Sequence[str] | None = None) -> Callable[[int], dict[str, Any]]:
@@ -228,6 +243,7 @@ async def _measure(
         timeout_s=config.deadline_ms / 1000 + 2.0,
         sessions=config.sessions,
         on_measured_start=measured_start,
+        token=config.token,
     )
     cpu1 = meter.cpu_seconds()
     cpu0 = marks.get("cpu0", cpu1)
@@ -299,6 +315,7 @@ async def _warm_up(
             arguments=arguments or _arguments(config.deadline_ms),
             timeout_s=config.deadline_ms / 1000 + 2.0,
             sessions=config.sessions,
+            token=config.token,
         )
 
 
@@ -349,6 +366,7 @@ def _machine() -> dict[str, Any]:
 
 async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, start_stack: bool = True) -> Path:
     """Run the whole benchmark; returns the folder with results.json, latency.png and summary.md."""
+    config = with_token(settings, config)
     if start_stack:
         from infra.stack.control import up
 
@@ -439,6 +457,7 @@ async def run_airline_counts(settings: Settings, config: BenchConfig, say: Say) 
 
     Restarts the stack with a registry of synthetic airlines and brings back what ran before, whatever happens.
     """
+    config = with_token(settings, config)
     counts = sorted(set(config.airline_counts))
     if not counts:
         raise ConfigurationError("no airline counts to measure")
@@ -644,6 +663,7 @@ async def _soak(settings: Settings, config: BenchConfig, pids: dict[str, int], s
         arguments=_arguments(config.deadline_ms),
         timeout_s=config.deadline_ms / 1000 + 2.0,
         sessions=config.sessions,
+        token=config.token,
     )
     await meter.stop()
     rss: dict[str, dict[str, float]] = {}

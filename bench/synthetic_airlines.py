@@ -1,10 +1,11 @@
 """Synthetic airlines for ``jetbridge bench --airline-counts``: N simulated airlines that all fly one route.
 
 The registry is written in the format of ``connectors/airlines.toml`` (its ``[defaults]`` copied), so the
-stack, the simulators and the baseline read it like the shipped one. The connector kinds take turns (NDC,
-REST, MCP; REST alternates between the two REST dialects the simulators speak), each airline gets a port
-of its own and a fixed latency from a short cycle, and codes are two letters that no registry airline and
-no OpenFlights route uses; each airline serves exactly the benchmark's route.
+stack, the simulators and the baseline read it like the shipped one; the simulators' host (127.0.0.1 unless
+told otherwise) is in its ``private_endpoints_allowed``, as in the shipped one. The connector kinds take
+turns (NDC, REST, MCP; REST alternates between the two REST dialects the simulators speak), each airline gets
+a port of its own and a fixed latency from a short cycle, and codes are two letters that no registry airline
+and no OpenFlights route uses; each airline serves exactly the benchmark's route.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from connectors.pins import DEFAULT_PINS_FILE, PinBook
 from jetbridge.airlines import AirlineRegistry, load_registry
@@ -136,11 +139,14 @@ def write_registry(path: Path, fleet: Sequence[SyntheticAirline], *, defaults_fr
         raise ConfigurationError(f"airline registry {defaults_from}: {exc}") from exc
     route = f"{ROUTE[0]}-{ROUTE[1]}"
     pins_file = path.with_name(f"{path.stem}-mcp-pins.toml")
+    # Every synthetic airline is a simulator on this machine: its host is listed, or the registry refuses it.
+    hosts = sorted({httpx.URL(airline.endpoint).host for airline in fleet})
     lines = [
         f"# Written by `jetbridge bench --airline-counts`: {len(fleet)} synthetic airlines, all flying {route}.",
         f"# [defaults] copied from {defaults_from}. Format: connectors/airlines.toml.",
         "",
         f"mcp_pins = {_toml_value(pins_file.name)}",
+        f"private_endpoints_allowed = {_toml_value(hosts)}",
         "",
         *_toml_tables("defaults", defaults),
     ]

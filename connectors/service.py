@@ -10,6 +10,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
+from connectors.egress import guarded_transport
 from connectors.worker import ConnectorWorker
 from jetbridge.errors import ConfigurationError
 from jetbridge.health import HealthServer
@@ -34,9 +35,15 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
     if unknown:
         raise ConfigurationError(f"unknown airline(s) {unknown}; the registry has {runtime.airlines.codes()}")
     # One connection pool per airline: a bulkhead (a slow airline cannot hold another's connections),
-    # and small pools keep httpcore's per-request scan of its connections cheap.
+    # and small pools keep httpcore's per-request scan of its connections cheap. Each connects only to addresses
+    # the registry allows its airline (connectors/egress.py).
     clients = {
-        code: build_http_client(timeout_s=30.0, max_connections=runtime.airlines[code].concurrency) for code in wanted
+        code: build_http_client(
+            timeout_s=30.0,
+            max_connections=runtime.airlines[code].concurrency,
+            transport=guarded_transport(runtime.airlines[code]),
+        )
+        for code in wanted
     }
     topics = TopicNames(settings.topic_prefix)
     # Every worker's breaker follows the airlines' shared health from the start, so a circuit another
@@ -115,7 +122,9 @@ def health_report(
 ) -> dict[str, Any]:
     """``ok`` when every worker is a placed member of its group (a call would reach it) and its dead letters
     are written; ``degraded`` with the reason while a worker's DLQ cannot be written. Each airline's circuit
-    breaker and rate limit are shown under ``circuits``: an open circuit is the airline's state, not ours."""
+    breaker and rate limit are shown under ``circuits``: an open circuit is the airline's state, not ours.
+    Airlines whose endpoint is refused (connectors/egress.py) are under ``endpoints_refused`` and in the
+    reason; the process still answers their calls (``airline_quarantined``), so its status does not change."""
     placed = {w.airline.code: w.assigned.is_set() for w in workers}
     report: dict[str, Any] = {
         "instance": instance,
@@ -132,4 +141,9 @@ def health_report(
         report["status"] = "ok"
     if stalled:
         report["dlq"] = stalled
+    refused = {w.airline.code: w.endpoint_refused for w in workers if w.endpoint_refused}
+    if refused:
+        report["endpoints_refused"] = refused
+        said = f"endpoint refused, not called: {', '.join(sorted(refused))}"
+        report["reason"] = f"{report['reason']}; {said}" if "reason" in report else said
     return report

@@ -18,7 +18,8 @@ fetching the airline's partitions (backpressure) rather than buffering calls wit
 failed for good (after their retries) and poison reach the dead-letter topic: a circuit open, a rate-limit
 or Retry-After wait that would pass the deadline, and timeouts are the airline's state, told in the
 response and counted in metrics. So is a quarantine (an MCP airline whose tools differ from the approved pin,
-``connectors/pins.py``): such a call is answered before the guard, spending no token and no breaker permit.
+``connectors/pins.py``, or an airline whose host resolves to an address the registry does not allow,
+``connectors/egress.py``): such a call is answered before the guard, spending no token and no breaker permit.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import structlog
 from confluent_kafka import KafkaException, Message, TopicPartition
 
 from connectors.base import AirlineConnector, build_connector
+from connectors.egress import EndpointGate
 from connectors.pins import quarantine_refusal
 from connectors.resilience import AirlineGuard, CallOutcome, Clock
 from jetbridge.airlines import Airline
@@ -240,6 +242,7 @@ class ConnectorWorker:
         drain_timeout_s: float = 10.0,
         health: HealthBoard | None = None,
         clock: Clock | None = None,
+        endpoint_gate: EndpointGate | None = None,
     ) -> None:
         names = TopicNames()
         self.airline = airline
@@ -250,6 +253,9 @@ class ConnectorWorker:
         self._codec = codec
         self._producer = producer
         self._connector = connector or build_connector(airline, http)
+        # The addresses of the airline's host, judged at start and every so often (connectors/egress.py). The
+        # worker judges the endpoint of the connector it builds; an injected connector (a test's) is the caller's.
+        self._endpoint = endpoint_gate or (EndpointGate(airline) if connector is None else None)
         self._margin = timedelta(milliseconds=deadline_margin_ms)
         self._slots = asyncio.Semaphore(concurrency or airline.concurrency)
         self._drain_timeout_s = drain_timeout_s
@@ -304,10 +310,13 @@ class ConnectorWorker:
     async def run(self) -> None:
         """Consume until ``stop()``; then finish what is in flight and commit it."""
         self._loop = asyncio.get_running_loop()
+        if self._endpoint is not None:
+            await self._endpoint.check()  # before the first call: a refused airline is never called
         await self._consumer.subscribe(
             [self.calls_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         commit_task = asyncio.create_task(self._commit_loop())
+        watch_task = asyncio.create_task(self._endpoint.watch()) if self._endpoint is not None else None
         log.info("connector worker started", airline=self.airline.code, kind=self.airline.kind, topic=self.calls_topic)
         backlog = self._backlog
         paused = False
@@ -350,9 +359,11 @@ class ConnectorWorker:
             # uncommitted and is replayed by whoever owns the partition next.
             self.dead_letters.close()
             await self._drain()
-            commit_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await commit_task
+            for task in (commit_task, watch_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await self._commit()
             await self._consumer.close()
             await self._connector.aclose()
@@ -369,7 +380,13 @@ class ConnectorWorker:
             "dlq": self.dead_letters.state(),
             "circuit": self.guard.snapshot(),
             "backlog": len(self._backlog),
+            "endpoint": self._endpoint.state() if self._endpoint is not None else None,
         }
+
+    @property
+    def endpoint_refused(self) -> str | None:
+        """Why the airline's endpoint is refused (its calls answered without calling it); None when it is not."""
+        return self._endpoint.reason if self._endpoint is not None else None
 
     async def _start_from(self, backlog: deque[tuple[Message, int]]) -> float | None:
         """Start every call of the backlog the airline admits while a slot is free, in order; returns how long
@@ -515,9 +532,7 @@ class ConnectorWorker:
         started = time.monotonic()
         # The guard caps each attempt inside it by the airline's timeout_ms (the shared attempt rule).
         budget = call_budget_s(call.deadline, self._margin, now_utc())
-        # A quarantined airline (its MCP tools changed from the approved pin, connectors/pins.py) is answered
-        # at once: no token, no breaker permit, no attempt.
-        refused = quarantine_refusal(self._connector)
+        refused = self._quarantine_refusal()
         outcome: CallOutcome[list[Offer]]
         if refused is not None:
             if prepaid:
@@ -561,6 +576,12 @@ class ConnectorWorker:
         if error is None or not belongs_in_dlq(error):
             return None
         return _Failure(error, outcome.attempts, outcome.first_failed_at)
+
+    def _quarantine_refusal(self) -> AirlineQuarantined | None:
+        """The answer of a call to a quarantined airline, given at once (no token, no breaker permit, no attempt):
+        its host resolves to an address the registry does not allow, or its MCP tools differ from the pin."""
+        refused = self._endpoint.refusal() if self._endpoint is not None else None
+        return refused or quarantine_refusal(self._connector)
 
     def _measure(
         self, response: AirlineResponse, error: JetbridgeError | None, elapsed_s: float, attempts: int

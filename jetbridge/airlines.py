@@ -5,6 +5,9 @@ One TOML file (`connectors/airlines.toml` by default) is the whole registry; its
 Its ``[defaults]`` table gives every airline's protection; an airline's own tables override it field by field.
 Every table is read by a strict model: a field it does not know (a typo such as ``latncy_ms``) or a value that
 cannot work stops the process at load with a `ConfigurationError` naming the file, the table and the field.
+So does an endpoint that is not public (loopback, private, link-local, the cloud metadata address, ...) unless
+the file's ``private_endpoints_allowed`` lists it (`jetbridge.endpoints`); the connector workers judge the
+addresses a name resolves to as well.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from jetbridge.config_files import checked
+from jetbridge.endpoints import PrivateEndpoints, judge_endpoint
 from jetbridge.errors import ConfigurationError, JetbridgeError
 from jetbridge.reference import airports, routes_by_airline
 
@@ -143,6 +147,8 @@ class Airline:
     rate_limit: RateLimit = field(default_factory=RateLimit, repr=False)
     # Where its MCP tools' approved pin is kept (kind mcp only); None: connectors/mcp_pins.toml.
     mcp_pins: Path | None = field(default=None, repr=False)
+    # The non-public hosts the registry lets an endpoint be (its private_endpoints_allowed); none by default.
+    private_endpoints: PrivateEndpoints = field(default_factory=PrivateEndpoints, repr=False)
 
     def serves(self, origin: str, destination: str) -> bool:
         return (origin, destination) in self.routes
@@ -236,6 +242,9 @@ class _RegistryFile(_Strict):
     # The approved tools of the airlines' own MCP servers (connectors/pins.py), relative to this file;
     # unset: connectors/mcp_pins.toml.
     mcp_pins: str | None = None
+    # Hostnames, IP addresses and CIDR networks an endpoint may be although they are not public
+    # (jetbridge/endpoints.py); unset: none, every endpoint must be public.
+    private_endpoints_allowed: list[str] = Field(default_factory=list)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -281,6 +290,29 @@ def _routes(code: str, entry: _AirlineEntry, path: Path) -> frozenset[tuple[str,
     return frozenset(pairs)
 
 
+def _allowed(entries: list[str], path: Path) -> PrivateEndpoints:
+    try:
+        return PrivateEndpoints.parse(entries)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"airline registry {path}: private_endpoints_allowed: {exc} (each entry is a hostname such as "
+            '"sim.internal", an IP address such as "127.0.0.1", or a CIDR network such as "10.20.0.0/16")'
+        ) from None
+
+
+def _endpoint(code: str, endpoint: str, allowed: PrivateEndpoints, path: Path) -> str:
+    """``endpoint`` when Jetbridge may call it by what is written; a ConfigurationError naming the airline and
+    the host, and what to list, when it may not (names are resolved and judged again by the connector workers)."""
+    where = f"airline registry {path}: [airlines.{code}] endpoint {endpoint!r}"
+    try:
+        refusal = judge_endpoint(endpoint, allowed)
+    except ValueError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+    if refusal is not None:
+        raise ConfigurationError(f"{where} refused: {refusal}")
+    return endpoint
+
+
 def _is_airline_code(code: str) -> bool:
     return len(code) == 2 and code.isalnum() and code.upper() == code
 
@@ -298,6 +330,7 @@ def load_registry(path: Path | None = None) -> AirlineRegistry:
     breaker = _policy(BreakerPolicy(), defaults.breaker, path, "defaults.breaker")
     rate_limit = _policy(RateLimit(), defaults.rate_limit, path, "defaults.rate_limit")
     pins = (path.parent / registry.mcp_pins).resolve() if registry.mcp_pins else None
+    allowed = _allowed(registry.private_endpoints_allowed, path)
     airlines: list[Airline] = []
     for code, table in registry.airlines.items():
         if not _is_airline_code(code):
@@ -312,7 +345,7 @@ def load_registry(path: Path | None = None) -> AirlineRegistry:
                 code=code,
                 name=entry.name,
                 kind=entry.kind,
-                endpoint=entry.endpoint,
+                endpoint=_endpoint(code, entry.endpoint, allowed, path),
                 credential=entry.credential,
                 mapping=entry.mapping,
                 timeout_ms=entry.timeout_ms,
@@ -323,6 +356,7 @@ def load_registry(path: Path | None = None) -> AirlineRegistry:
                 breaker=_policy(breaker, entry.breaker, path, f"{where}.breaker"),
                 rate_limit=_policy(rate_limit, entry.rate_limit, path, f"{where}.rate_limit"),
                 mcp_pins=pins,
+                private_endpoints=allowed,
             )
         )
     return AirlineRegistry(airlines)

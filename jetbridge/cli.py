@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -134,10 +135,12 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
     display.finish()
     console.print(f"\nJetbridge is up in {seconds:.1f} s ({format_scale(plan.scale)}).", style="bold")
     endpoints = [
-        ("MCP bridge", settings.bridge_url),
+        ("MCP bridge", settings.bridge_url + ("" if settings.auth == "on" else "  (no authentication: JB_AUTH=off)")),
         ("Kafka", settings.kafka_bootstrap_servers),
         ("Schema registry", settings.schema_registry_url),
     ]
+    if any(spec.kind == "issuer" for spec in plan.instances):
+        endpoints.append(("Token issuer", f"{settings.auth_issuer}  (jetbridge token --client ID)"))
     if plan.simulators:
         endpoints.append(
             ("Simulator control", f"http://{settings.simulator_host}:{settings.simulator_control_port}/airlines")
@@ -284,6 +287,27 @@ def _is_a(exc: BaseException, *names: str) -> bool:
     return any(cls.__name__ in names for cls in type(exc).__mro__)
 
 
+async def _token_refusal(url: str, token: str | None) -> str | None:
+    """Why the bridge refuses ``token``, when it does (the MCP client reports only a failed request)."""
+    probe = {"jsonrpc": "2.0", "id": 0, "method": "ping"}
+    headers = {"accept": "application/json, text/event-stream"} | (
+        {"authorization": f"Bearer {token}"} if token else {}
+    )
+    try:
+        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
+            response = await http.post(url, json=probe, headers=headers)
+    except httpx.HTTPError:
+        return None
+    if response.status_code not in (401, 403):
+        return None
+    challenge = response.headers.get("www-authenticate", "")
+    why = challenge.partition('error_description="')[2].partition('"')[0] or challenge
+    return (
+        f"the bridge at {url} refused the token ({response.status_code}: {why}); mint one with "
+        "`jetbridge token --client ID`, make an API key with `jetbridge keys create`, or check JB_AUTH_ISSUER"
+    )
+
+
 def _bridge_failure(exc: BaseException, url: str) -> str:
     leaves = list(_leaves(exc))
     if any(_is_a(e, "ConnectError", "ConnectionRefusedError") for e in leaves):
@@ -294,8 +318,25 @@ def _bridge_failure(exc: BaseException, url: str) -> str:
     return f"the search through the bridge at {url} failed: {type(first).__name__}: {first}"
 
 
+def _agent_token(settings: Settings, given: str | None, client: str) -> str | None:
+    """The token a command calls the bridge with: the one given, else (auth on, development issuer) a fresh
+    one for ``client`` from this machine's development issuer; None when the bridge does not authenticate."""
+    if given:
+        return given
+    if settings.auth == "off":
+        return None
+    if not settings.auth_dev_issuer:
+        raise SystemExit(
+            f"jetbridge: the bridge wants a token of {settings.auth_issuer}; pass one with --token (or JB_TOKEN)"
+        )
+    from infra.auth.dev_issuer import dev_token
+    from mcp_bridge.auth import OFFERS_READ
+
+    return dev_token(settings, client, [OFFERS_READ], ttl_s=600)
+
+
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from mcp import Client
+    from mcp_bridge.agent import open_agent
 
     departure = args.date or (datetime.now(UTC).date() + timedelta(days=21)).isoformat()
     arguments: dict[str, Any] = {
@@ -312,13 +353,15 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     url = args.url or settings.bridge_url
     console = _console()
     started = time.monotonic()
+    token = _agent_token(settings, args.token, "jetbridge-demo")
     try:
-        async with Client(url) as client:
+        async with open_agent(url, token=token) as client:
             # Said once the session is open, so a bridge that is down costs the person one line, not two.
             console.print(f"MCP client -> {url}: search_offers {json.dumps(arguments)}", markup=False)
             result = await client.call_tool("search_offers", arguments)
     except Exception as exc:  # noqa: BLE001 - whatever the transport raised, the person gets one line
-        print(f"jetbridge demo: {_bridge_failure(exc, url)}", file=sys.stderr)
+        refusal = await _token_refusal(url, token)
+        print(f"jetbridge demo: {refusal or _bridge_failure(exc, url)}", file=sys.stderr)
         return 1
     wall_ms = int((time.monotonic() - started) * 1000)
     if result.is_error:
@@ -388,6 +431,12 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> int:
     return await run(settings, args)
 
 
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from mcp_bridge.key_ops import run
+
+    return run(settings, args, _console())
+
+
 async def _token(settings: Settings, args: argparse.Namespace) -> int:
     """Mint a bearer token for the bridge with the development issuer's key (made if there is none yet)."""
     from infra.auth.dev_issuer import SCOPES_SUPPORTED, auth_dir, load_or_create_key, mint
@@ -422,6 +471,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         "streams": "streams",
         "connectors": "connectors",
         "simulators": "infra.simulators",
+        "issuer": "infra.auth.dev_issuer",
     }[args.component]
     os.execv(sys.executable, [sys.executable, "-m", module, *args.rest])  # noqa: S606 - our own interpreter
     return 0  # not reached
@@ -457,6 +507,11 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--cabin")
     p_demo.add_argument("--max-offers", type=int, default=15)
     p_demo.add_argument("--url", help="bridge URL (default from settings)")
+    p_demo.add_argument(
+        "--token",
+        default=os.environ.get("JB_TOKEN"),
+        help="bearer token or API key to call with (default: $JB_TOKEN, else one from the development issuer)",
+    )
     p_topics = sub.add_parser("topics", help="topic administration")
     p_topics.add_argument("action", choices=["apply"])
     p_bench = sub.add_parser("bench", help="benchmark Jetbridge against a direct fan-out baseline")
@@ -491,11 +546,14 @@ def main(argv: list[str] | None = None) -> int:
 
     add_airlines_arguments(sub.add_parser("airlines", help="MCP airlines' pinned tools: approve, pins"))
     p_run = sub.add_parser("run", help="run one component in the foreground")
-    p_run.add_argument("component", choices=["bridge", "streams", "connectors", "simulators"])
+    p_run.add_argument("component", choices=["bridge", "streams", "connectors", "simulators", "issuer"])
     p_run.add_argument("rest", nargs=argparse.REMAINDER)
     from jetbridge.audit_ops import add_arguments as add_audit_arguments
 
     add_audit_arguments(sub.add_parser("audit", help="tool calls on jb.audit.v1, filtered, with counts by outcome"))
+    from mcp_bridge.key_ops import add_arguments as add_keys_arguments
+
+    add_keys_arguments(sub.add_parser("keys", help="API keys of machine clients: create, list, revoke"))
     p_token = sub.add_parser("token", help="mint a bearer token for the bridge with the development issuer's key")
     p_token.add_argument("--client", required=True, help="the client id the token names (its client_id and sub)")
     p_token.add_argument("--scopes", default="offers:read", help='space-separated (default "offers:read")')
@@ -517,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         "audit": _audit,
         "airlines": _airlines,
         "token": _token,
+        "keys": _keys,
     }
     try:
         return asyncio.run(handlers[args.command](settings, args))

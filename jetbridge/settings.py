@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         validation_alias="SCHEMA_REGISTRY_BASIC_AUTH",
         description="user:password for the registry, if it wants one.",
     )
+    # The shared cache (jetbridge/redis_client.py): the local stack's Redis (infra/redis/redis.sh) by default;
+    # any other, credentials and TLS (rediss://) included, by its URL. When set, `jetbridge up` starts none.
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
 
     home: Path = Field(default=REPO_ROOT / ".jetbridge", validation_alias="JB_HOME")
     log_format: str = Field(default="auto", validation_alias="JB_LOG_FORMAT")  # auto | json | console
@@ -114,11 +117,18 @@ class Settings(BaseSettings):
     # (rate_limited) instead of queueing without bound.
     bridge_max_in_flight: int = Field(default=1000, ge=1, validation_alias="JB_BRIDGE_MAX_IN_FLIGHT")
 
-    # Who may call the bridge (mcp_bridge/auth.py, README "Agents authenticate"). off: anyone, named by its
-    # x-client-id header; jwt: an OAuth 2.1 bearer token from `auth_issuer`, audience the bridge's resource URI.
-    auth: Literal["off", "jwt"] = Field(default="off", validation_alias="JB_AUTH")
+    # Who may call the bridge (mcp_bridge/auth.py, README "Agents authenticate"). on: a bearer token on every
+    # request to /mcp, an OAuth 2.1 JWT from `auth_issuer` (audience the bridge's resource URI) or an API key
+    # of `api_keys_file`; off: anyone, named by its x-client-id header (a development switch, never exposed).
+    auth: Literal["on", "off"] = Field(default="on", validation_alias="JB_AUTH")
     # The authorization server whose tokens the bridge accepts (its `iss`); the development issuer by default.
     auth_issuer: str = Field(default="http://127.0.0.1:9400", validation_alias="JB_AUTH_ISSUER")
+    # Whether `jetbridge up` runs the development issuer (infra/auth/dev_issuer.py) at auth_issuer; false when
+    # auth_issuer names the organisation's own authorization server.
+    auth_dev_issuer: bool = Field(default=True, validation_alias="JB_AUTH_DEV_ISSUER")
+    # The machine clients' API keys, stored as hashes (mcp_bridge/api_keys.py; `jetbridge keys`);
+    # $JB_HOME/auth/api-keys.toml when unset.
+    api_keys_file: Path | None = Field(default=None, validation_alias="JB_API_KEYS_FILE")
     # The bridge's resource URI (RFC 8707), the tokens' required audience; bridge_url when empty. Set it when
     # agents reach the bridge through another name (a proxy, 0.0.0.0).
     auth_resource: str = Field(default="", validation_alias="JB_AUTH_RESOURCE")
@@ -147,6 +157,10 @@ class Settings(BaseSettings):
     @property
     def bridge_url(self) -> str:
         return f"http://{self.bridge_host}:{self.bridge_port}/mcp"
+
+    @property
+    def api_keys_path(self) -> Path:
+        return self.api_keys_file or self.home / "auth" / "api-keys.toml"
 
     # How every Kafka client of the process (librdkafka and faust's aiokafka alike) authenticates to the
     # cluster; applied in one place, jetbridge/kafka.py `client_config` (README "Kafka security"). PLAINTEXT

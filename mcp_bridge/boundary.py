@@ -88,7 +88,8 @@ class SessionLimits:
     with the same timeout, so both forget a session at the same moment. A client is `client_id` (its token's
     client, or its ``x-client-id`` when the bridge does not authenticate); one without is
     ``anonymous@<its address>``, so anonymous agents on other hosts keep their own room. It runs inside the
-    SDK's authentication middleware, so it sees the token's client.
+    SDK's authentication middleware, so it sees the token's client. A session is its opener's: another
+    client naming it gets 404, as for a session that does not exist.
     """
 
     def __init__(
@@ -125,6 +126,11 @@ class SessionLimits:
             else:
                 await self.app(scope, receive, send)
         elif (session := self._sessions.get(session_id)) is not None:
+            if session.client != self._client_of(scope):
+                # Another client's session: answered as if it did not exist (the SDK does the same for a
+                # token of another principal), and it stays its owner's.
+                await _not_found(send)
+                return
             await self._use(session_id, session, scope, receive, send)
         else:
             await self.app(scope, receive, send)  # unknown or expired: the SDK answers 404
@@ -229,3 +235,10 @@ class SessionLimits:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+async def _not_found(send: Send) -> None:
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.body", "body": body.encode()})

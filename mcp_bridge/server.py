@@ -15,7 +15,6 @@ from typing import Annotated, Any, Protocol
 
 import structlog
 import uvicorn
-from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, InputRequiredResult
@@ -33,7 +32,7 @@ from jetbridge.runtime import Runtime, kafka_config, open_runtime, run
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames
 from mcp_bridge.airline_health import AirlineHealthView, CircuitView
-from mcp_bridge.auth import BridgeAuth, open_auth
+from mcp_bridge.auth import BridgeAuth, ScopedToolList, ScopeGate, open_auth
 from mcp_bridge.boundary import SessionLimits, StampArrival, arrived_at, client_id
 from mcp_bridge.correlator import ReplyCorrelator
 from mcp_bridge.service import REPLY_GRACE_S, SearchResult, SearchService
@@ -95,7 +94,9 @@ class SearchBackend(Protocol):
         """Log, count (and where there is an audit trail, audit) a call the MCP layer refused itself."""
         ...
 
-    def airlines(self) -> list[AirlineInfo]: ...
+    def airlines(self, *, client_id: str) -> list[AirlineInfo]:
+        """The airlines ``client_id`` may search, with their health (audited where there is an audit trail)."""
+        ...
 
     def health(self) -> dict[str, Any]: ...
 
@@ -169,8 +170,10 @@ class Bridge:
     ) -> None:
         self.service.refused(error, arguments, client_id=client_id, started=started, tool=tool)
 
-    def airlines(self) -> list[AirlineInfo]:
-        return airline_infos(self.runtime.airlines, self.airline_health)
+    def airlines(self, *, client_id: str) -> list[AirlineInfo]:
+        allowed = self.service.listed(client_id, asyncio.get_running_loop().time())
+        infos = airline_infos(self.runtime.airlines, self.airline_health)
+        return infos if allowed is None else [info for info in infos if info.code in allowed]
 
     def health(self) -> dict[str, Any]:
         backbone = self.service.backbone.report()
@@ -196,6 +199,7 @@ class _ClosedToolsServer(MCPServer):
         return [t.model_copy(update={"input_schema": t.input_schema | {"additionalProperties": False}}) for t in tools]
 
     backend: SearchBackend | None = None  # set by build_server: refusals here are audited like the tool's
+    auth: BridgeAuth | None = None  # set by build_server when the bridge authenticates
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
@@ -246,11 +250,9 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge", auth: Bridg
         token_verifier=auth.verifier if auth is not None else None,
     )
     server.backend = backend
+    server.auth = auth
     if auth is not None:
-        # The SDK serves RFC 9728 metadata at the resource's path-suffixed URL (…/oauth-protected-resource/mcp);
-        # clients that look at the host's root (the spec's last fallback) get the same document there.
-        root_metadata = ProtectedResourceMetadataHandler(auth.metadata())
-        server.custom_route("/.well-known/oauth-protected-resource", methods=["GET"])(root_metadata.handle)
+        server.middleware.append(ScopedToolList())
 
     async def search_offers(ctx: Context, **raw: object) -> SearchResult:
         started = asyncio.get_running_loop().time()
@@ -293,13 +295,14 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge", auth: Bridg
 
     @server.tool(
         description=(
-            "The airlines Jetbridge connects to: code, name, connector kind, routes served, status (active, "
-            "disabled, circuit_open: failing and not called until its next probe, half_open: being probed), "
+            "The airlines Jetbridge connects to that you may search: code, name, connector kind, routes served, "
+            "status (active, disabled, circuit_open: failing and not called until its next probe, half_open: "
+            "being probed), "
             "and its circuit breaker's state, since when, next probe time and reason."
         )
     )
-    async def list_airlines() -> list[AirlineInfo]:
-        return backend.airlines()
+    async def list_airlines(ctx: Context) -> list[AirlineInfo]:
+        return backend.airlines(client_id=_client_id(ctx))
 
     @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]  # SDK leaves it untyped
     async def health(_: Request) -> JSONResponse:
@@ -390,6 +393,14 @@ def http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.0.1") 
     # per token client, not per a header any caller could set. Starlette builds its stack at the first request.
     per_client, idle_s = settings.bridge_max_sessions_per_client, settings.bridge_session_idle_s
     app.user_middleware.append(Middleware(SessionLimits, per_client=per_client, idle_s=idle_s))
+    auth = server.auth if isinstance(server, _ClosedToolsServer) else None
+    if auth is not None:
+        metadata_url = auth.metadata_url()
+        app.user_middleware.append(
+            Middleware(ScopeGate, metadata_url=metadata_url, max_body=settings.bridge_max_body_bytes)
+        )
+        # Ahead of the SDK's own metadata route, which lists only the scopes every request needs (none here).
+        app.router.routes[:0] = auth.metadata_routes()
     return StampArrival(app)
 
 

@@ -1,6 +1,6 @@
 """Session fixtures for tests that need real infrastructure.
 
-Unit tests use none of these. Integration and end-to-end tests get a real Kafka and schema registry from
+Unit tests use none of these. Integration and end-to-end tests get a real Kafka, schema registry and Redis from
 `infra.stack.backends.provide_infra` (an external cluster, testcontainers, or the project's local processes,
 chosen automatically) on ports and a state folder of their own, so a developer's running stack is left
 alone.
@@ -35,11 +35,17 @@ def test_home() -> Path:
 
 @pytest.fixture(scope="session")
 def infra(test_home: Path) -> Iterator[Infra]:
-    with provide_infra(test_home, kafka_port=19092 + PORT_SHIFT, registry_port=18081 + PORT_SHIFT) as provided:
-        saved = {k: os.environ.get(k) for k in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL")}
+    with provide_infra(
+        test_home,
+        kafka_port=19092 + PORT_SHIFT,
+        registry_port=18081 + PORT_SHIFT,
+        redis_port=16379 + PORT_SHIFT,
+    ) as provided:
+        saved = {k: os.environ.get(k) for k in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "REDIS_URL")}
         # Every process started from here on (the stack, a second bridge) uses this cluster.
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = provided.bootstrap_servers
         os.environ["SCHEMA_REGISTRY_URL"] = provided.registry_url
+        os.environ["REDIS_URL"] = provided.redis_url
         try:
             yield provided
         finally:
@@ -55,6 +61,7 @@ def settings(infra: Infra, test_home: Path) -> Settings:
     return Settings(
         KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
         SCHEMA_REGISTRY_URL=infra.registry_url,
+        REDIS_URL=infra.redis_url,
         JB_HOME=test_home,
     )
 

@@ -36,6 +36,7 @@ from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, REQUEST_TIMEOUT, CallTo
 
 from connectors.airlines import load_mapping
 from connectors.base import AirlineConnector, register_kind
+from connectors.egress import guarded_mcp_transport
 from connectors.kinds import normalise as N
 from connectors.kinds.boundary import MAPPING_ERRORS, api_key, guarded_search
 from connectors.kinds.http_call import error_for_status
@@ -289,7 +290,8 @@ def _session_survives(error: AirlineError | None, record: CallRecord) -> bool:
 
 
 def _factory(airline: Airline, http: httpx.AsyncClient) -> AirlineConnector:
-    return McpConnector(airline, http)
+    # Its own httpx2 pool, connecting only to addresses the registry allows the airline (connectors/egress.py).
+    return McpConnector(airline, http, transport=guarded_mcp_transport(airline))
 
 
 register_kind(ConnectorKind.MCP, _factory)

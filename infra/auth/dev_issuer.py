@@ -45,13 +45,14 @@ from starlette.routing import Route
 
 from jetbridge.log import configure_logging, get_logger
 from jetbridge.settings import Settings, get_settings
-from mcp_bridge.auth import OFFERS_READ, resource_uri
+from mcp_bridge.auth import OFFERS_READ, SCOPES, resource_uri
 from mcp_bridge.boundary import is_client_id
 
 __all__ = [
     "SigningKey",
     "add_client",
     "auth_dir",
+    "dev_token",
     "hash_secret",
     "issuer_app",
     "load_clients",
@@ -64,7 +65,7 @@ log = get_logger(__name__)
 
 KEY_FILE = "signing-key.pem"
 CLIENTS_FILE = "clients.toml"
-SCOPES_SUPPORTED = (OFFERS_READ,)
+SCOPES_SUPPORTED = SCOPES
 MAX_TTL_S = 24 * 3600
 # scrypt's interactive parameters (RFC 7914): about 50 ms a check, 16 MB of memory.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -144,6 +145,21 @@ def mint(key: SigningKey, *, issuer: str, audience: str, client_id: str, scopes:
         "jti": uuid.uuid4().hex,
     }
     return jwt.encode(claims, key.private, algorithm="RS256", headers={"kid": key.kid, "typ": "at+jwt"})
+
+
+def dev_token(settings: Settings, client_id: str, scopes: list[str] | None = None, *, ttl_s: int = 3600) -> str:
+    """A token for ``client_id`` from this machine's development issuer (its key in ``$JB_HOME/auth``), for the
+    bridge of ``settings``: what `jetbridge demo`, the benchmark and the tests call the bridge with."""
+    key = load_or_create_key(auth_dir(settings.home))
+    granted = list(SCOPES_SUPPORTED) if scopes is None else scopes
+    return mint(
+        key,
+        issuer=settings.auth_issuer,
+        audience=resource_uri(settings),
+        client_id=client_id,
+        scopes=granted,
+        ttl_s=ttl_s,
+    )
 
 
 def hash_secret(secret: str) -> str:
@@ -260,6 +276,9 @@ def issuer_app(*, issuer: str, audience: str, key: SigningKey, clients_file: Pat
     async def jwks(_: Request) -> Response:
         return JSONResponse({"keys": [key.public_jwk]}, headers={"Cache-Control": "public, max-age=300"})
 
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "issuer": issuer, "kid": key.kid})
+
     async def authorize(_: Request) -> Response:
         return _error(400, "unsupported_response_type", "this issuer only has the client_credentials grant")
 
@@ -277,8 +296,11 @@ def issuer_app(*, issuer: str, audience: str, key: SigningKey, clients_file: Pat
             log.info("token refused: unknown client or wrong secret", client=credentials[0][:64])
             challenge = {"WWW-Authenticate": 'Basic realm="jetbridge-dev-issuer"'}
             return _error(401, "invalid_client", "unknown client or wrong secret", challenge)
-        requested = form["scope"].split() if form.get("scope") else list(client.scopes)
-        if not set(requested) <= set(client.scopes):
+        asked = form["scope"].split() if form.get("scope") else list(client.scopes)
+        # RFC 6749 §3.3: the server may grant less than asked (clients ask for every scope the resource's
+        # metadata lists); the response's scope says what was granted. Nothing of it: invalid_scope.
+        requested = [s for s in asked if s in client.scopes]
+        if not requested:
             return _error(400, "invalid_scope", f"client {client.client_id} may have {' '.join(client.scopes)}")
         if any(r not in audiences for r in resources):
             return _error(400, "invalid_target", f"this issuer issues tokens for {audience} only")
@@ -295,6 +317,7 @@ def issuer_app(*, issuer: str, audience: str, key: SigningKey, clients_file: Pat
             Route("/.well-known/jwks.json", jwks, methods=["GET"]),
             Route("/authorize", authorize, methods=["GET", "POST"]),
             Route("/token", token, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
         ]
     )
 

@@ -6,6 +6,7 @@ Port plan of the health endpoints (every one on 127.0.0.1 unless the settings sa
 instance       health                                       JB_INSTANCE
 =============  ===========================================  ==========================
 simulators     ``JB_SIM_CONTROL_PORT`` (9100) ``/health``   ``simulators``
+issuer         ``JB_AUTH_ISSUER``'s port (9400) ``/health``  ``issuer``
 streams-N      ``JB_HEALTH_PORT_BASE`` + N (9301, 9302, …)  ``streams-N``
 connectors-N   ``JB_HEALTH_PORT_BASE`` + 50 + N (9351, …)   ``connectors-N``
 bridge         ``JB_BRIDGE_PORT`` (8080) ``/health``        ``bridge``
@@ -24,7 +25,7 @@ from jetbridge.settings import Settings
 __all__ = ["KINDS", "MAX_SCALE", "SCALABLE", "InstanceSpec", "StackPlan", "format_scale", "parse_scale", "plan"]
 
 # Start order; the supervisor stops in the reverse order.
-KINDS = ("simulators", "streams", "connectors", "bridge")
+KINDS = ("simulators", "issuer", "streams", "connectors", "bridge")
 SCALABLE = ("streams", "connectors")
 # Keeps streams-N and connectors-N inside their 50-port blocks of the plan above.
 MAX_SCALE = 49
@@ -32,6 +33,7 @@ _CONNECTORS_OFFSET = 50
 
 _MODULES = {
     "simulators": "infra.simulators",
+    "issuer": "infra.auth.dev_issuer",
     "streams": "streams",
     "connectors": "connectors",
     "bridge": "mcp_bridge",
@@ -94,6 +96,10 @@ def plan(settings: Settings, scale: Mapping[str, int] | None = None, *, simulato
     if simulators:
         control = f"http://{settings.simulator_host}:{settings.simulator_control_port}"
         instances.append(_spec("simulators", 1, "simulators", f"{control}/health", f"{control}/airlines"))
+    if settings.auth == "on" and settings.auth_dev_issuer:
+        # The development issuer of the bridge's tokens (infra/auth/dev_issuer.py), where JB_AUTH_ISSUER says.
+        issuer = settings.auth_issuer.rstrip("/")
+        instances.append(_spec("issuer", 1, "issuer", f"{issuer}/health", issuer))
     for kind in SCALABLE:
         offset = _CONNECTORS_OFFSET if kind == "connectors" else 0
         for i in range(1, counts[kind] + 1):

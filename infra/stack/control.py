@@ -1,8 +1,8 @@
 """``jetbridge up``, ``down`` and ``status`` for the local stack.
 
-Kafka and the schema registry are started by their scripts in ``infra/`` (their chatter goes to
-``$JB_HOME/logs/setup.log``) unless ``KAFKA_BOOTSTRAP_SERVERS`` / ``SCHEMA_REGISTRY_URL`` name ones that
-run elsewhere; the Python processes are children of the supervisor (``infra/stack/supervisor.py``).
+Kafka, the schema registry and Redis are started by their scripts in ``infra/`` (their chatter goes to
+``$JB_HOME/logs/setup.log``) unless ``KAFKA_BOOTSTRAP_SERVERS`` / ``SCHEMA_REGISTRY_URL`` / ``REDIS_URL`` name
+ones that run elsewhere; the Python processes are children of the supervisor (``infra/stack/supervisor.py``).
 Nothing here trusts a PID file alone: a process counts as up when its PID is ours and its probe answers.
 """
 
@@ -35,18 +35,37 @@ from infra.stack.state import (
 from jetbridge.airlines import load_registry
 from jetbridge.errors import ConfigurationError
 from jetbridge.kafka import apply_topics, client_config
+from jetbridge.redis_client import ping, public_url
 from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import declared_topics
 
-__all__ = ["LineReporter", "Reporter", "Row", "Status", "down", "external_kafka", "external_registry", "status", "up"]
+__all__ = [
+    "LineReporter",
+    "Reporter",
+    "Row",
+    "Status",
+    "down",
+    "external_kafka",
+    "external_redis",
+    "external_registry",
+    "status",
+    "up",
+]
 
 # Health words: the first two count as up.
 UP = ("healthy", "running")
 # A component that restarts this often while `up` waits for it is crash-looping: stop waiting.
 _CRASH_LOOP_RESTARTS = 3
 # Markers in a recorded PID's command line that make it one of ours (older stacks wrote per-kind PID files).
-_OUR_MODULES = ("-m infra.stack.supervisor", "-m infra.simulators", "-m streams", "-m connectors", "-m mcp_bridge")
-_SCRIPT_MARKERS = {"kafka": "kafka.Kafka", "registry": "infra.registry.local_registry"}
+_OUR_MODULES = (
+    "-m infra.stack.supervisor",
+    "-m infra.simulators",
+    "-m infra.auth.dev_issuer",
+    "-m streams",
+    "-m connectors",
+    "-m mcp_bridge",
+)
+_SCRIPT_MARKERS = {"kafka": "kafka.Kafka", "registry": "infra.registry.local_registry", "redis": "redis-server"}
 
 
 class Reporter(Protocol):
@@ -115,6 +134,10 @@ def external_kafka() -> bool:
 
 def external_registry() -> bool:
     return bool(os.environ.get("SCHEMA_REGISTRY_URL"))
+
+
+def external_redis() -> bool:
+    return bool(os.environ.get("REDIS_URL"))
 
 
 def _files(settings: Settings) -> StackFiles:
@@ -200,6 +223,23 @@ async def _start_infra(settings: Settings, report: Reporter) -> None:
             )
         how = "already running" if before == pid else f"started in {time.monotonic() - started:.1f} s"
         report.done(f"Schema registry  {url} ({how}, pid {pid})")
+    redis = public_url(settings.redis_url)
+    if external_redis():
+        report.working(f"checking Redis at {redis}")
+        if not await ping(settings.redis_url):
+            raise ConfigurationError(f"Redis at {redis} (REDIS_URL) does not answer PING")
+        report.done(f"Redis            {redis} (external)")
+    else:
+        before, offset, started = _script_pid(settings, "redis"), _size(setup_log), time.monotonic()
+        report.working("starting Redis" if before is None else "checking Redis")
+        code = await _script(settings, "redis", "start")
+        pid = _script_pid(settings, "redis")
+        if code != 0 or pid is None or not await ping(settings.redis_url):
+            raise ConfigurationError(
+                f"Redis did not start (see {settings.log_dir}/redis.log):\n{_tail(setup_log, since=offset)}"
+            )
+        how = "already running" if before == pid else f"started in {time.monotonic() - started:.1f} s"
+        report.done(f"Redis            {redis} ({how}, pid {pid})")
 
 
 async def up(
@@ -357,10 +397,13 @@ async def status(settings: Settings) -> Status:
     rows: list[Row] = []
     notes: list[str] = []
     kafka, registry = settings.kafka_bootstrap_servers, settings.schema_registry_url
-    kafka_ok, registry_ok = await asyncio.gather(port_open(kafka), registry_answers(registry))
+    kafka_ok, registry_ok, redis_ok = await asyncio.gather(
+        port_open(kafka), registry_answers(registry), ping(settings.redis_url)
+    )
     for name, external, ok, endpoint in (
         ("kafka", external_kafka(), kafka_ok, kafka),
         ("registry", external_registry(), registry_ok, registry),
+        ("redis", external_redis(), redis_ok, public_url(settings.redis_url)),
     ):
         if external:
             rows.append(Row(name, "external", "healthy" if ok else "down", "n/a", endpoint))
@@ -378,14 +421,16 @@ async def status(settings: Settings) -> Status:
     rows += instance_rows
     running = {r.name for r in instance_rows if r.pid != "-"}
     counted = await figures([spec for spec in wanted.instances if spec.name in running])
-    notes.append("restarts n/a: Kafka, the registry and the supervisor are started by `jetbridge up`, not supervised.")
+    notes.append(
+        "restarts n/a: Kafka, the registry, Redis and the supervisor are started by `jetbridge up`, not supervised."
+    )
     if supervisor is None and any(r.pid != "-" for r in instance_rows):
         notes.append("The supervisor is not running: nothing restarts these; `jetbridge up` takes them over.")
     return Status(rows, notes, counted)
 
 
 async def down(settings: Settings, report: Reporter | Callable[[str], None]) -> None:
-    """Stop the supervisor (which stops its instances), anything it left behind, then the registry and Kafka."""
+    """Stop the supervisor (which stops its instances), anything it left behind, then Redis, the registry and Kafka."""
     if callable(report):
         report = LineReporter(report)
     files = _files(settings)
@@ -409,6 +454,7 @@ async def down(settings: Settings, report: Reporter | Callable[[str], None]) -> 
     files.supervisor_pid.unlink(missing_ok=True)
     files.plan.unlink(missing_ok=True)  # the next `up` starts from one of each unless told otherwise
     for name, title, external in (
+        ("redis", "Redis", external_redis()),
         ("registry", "the schema registry", external_registry()),
         ("kafka", "Kafka", external_kafka()),
     ):
@@ -439,7 +485,7 @@ async def _stop_strays(settings: Settings) -> list[str]:
     """Processes of ours named only by a PID file (left by an older stack); nothing whose command line differs."""
     found: dict[str, int] = {}
     for path in settings.run_dir.glob("*.pid"):
-        if path.stem in ("kafka", "registry"):
+        if path.stem in _SCRIPT_MARKERS:
             continue
         try:
             pid = int(path.read_text().strip())

@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-from mcp import Client
 
 from infra.stack.backends import Infra
 from jetbridge.settings import REPO_ROOT, Settings
@@ -134,7 +133,7 @@ class ChaosStack:
         arguments = {"origin": "LHR", "destination": "JFK", "departure_date": SOON, "deadline_ms": deadline_ms}
         started = time.monotonic()
         try:
-            async with Client(self.stack.bridge_url) as client:
+            async with self.stack.agent() as client:
                 call_started = time.monotonic()
                 result = await client.call_tool("search_offers", arguments | overrides)
         except Exception as exc:  # noqa: BLE001 - the bridge itself unreachable is an outcome too

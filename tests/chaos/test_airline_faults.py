@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-from mcp import Client
 
 from tests.chaos.conftest import SOON, ChaosStack, Outcome, report
 
@@ -50,7 +49,7 @@ class Search:
 async def search(chaos: ChaosStack) -> Search:
     arguments = {"origin": "LHR", "destination": "JFK", "departure_date": SOON, "deadline_ms": DEADLINE_MS}
     started = time.monotonic()
-    async with Client(chaos.stack.bridge_url) as client:
+    async with chaos.stack.agent() as client:
         called = time.monotonic()
         result = await client.call_tool("search_offers", arguments)
     elapsed = time.monotonic() - called

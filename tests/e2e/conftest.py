@@ -1,4 +1,7 @@
-"""The whole local stack for end-to-end tests: `jetbridge up` on test ports, driven through MCP over HTTP."""
+"""The whole local stack for end-to-end tests: `jetbridge up` on test ports, driven through MCP over HTTP.
+
+Authentication is on, as by default: `jetbridge up` runs the development issuer on a port of the stack's own,
+and the tests call the bridge as the agent ``e2e-agent`` with a token of that issuer (`Stack.agent`)."""
 
 from __future__ import annotations
 
@@ -16,9 +19,12 @@ import httpx
 import pytest
 from mcp import Client
 
+from infra.auth.dev_issuer import auth_dir, load_or_create_key, mint
 from infra.stack.backends import Infra
 from jetbridge.airlines import DEFAULT_REGISTRY
 from jetbridge.settings import REPO_ROOT
+from mcp_bridge.agent import open_agent
+from mcp_bridge.auth import OFFERS_READ
 from tests.conftest import PORT_SHIFT
 
 BRIDGE_PORT = 18080 + PORT_SHIFT
@@ -30,12 +36,28 @@ HEALTH_PORT_BASE = 19300 + PORT_SHIFT
 AIRLINE_PORT_SHIFT = 10000 + PORT_SHIFT
 
 
+# The development issuer of a test stack listens this far above its bridge's port.
+ISSUER_PORT_OFFSET = 5
+AGENT = "e2e-agent"
+
+
 @dataclass(frozen=True)
 class Stack:
     home: Path
     env: dict[str, str]
     bridge_url: str
     control_url: str
+    issuer_url: str
+
+    def token(self, client: str = AGENT, scopes: tuple[str, ...] = (OFFERS_READ,), ttl_s: int = 4 * 3600) -> str:
+        """A token of the stack's development issuer for ``client`` (its key is in the stack's home)."""
+        key = load_or_create_key(auth_dir(self.home))
+        audience = self.bridge_url
+        return mint(key, issuer=self.issuer_url, audience=audience, client_id=client, scopes=list(scopes), ttl_s=ttl_s)
+
+    def agent(self, url: str | None = None, *, client: str = AGENT) -> contextlib.AbstractAsyncContextManager[Client]:
+        """An MCP session with the bridge (or another instance of it at ``url``), as the agent ``client``."""
+        return open_agent(url or self.bridge_url, token=self.token(client))
 
     def jetbridge(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -71,6 +93,8 @@ def running_stack(
 ) -> Iterator[Stack]:
     """`jetbridge up` on ports and a home of its own (plus any extra settings), `jetbridge down` after."""
     home.mkdir(parents=True, exist_ok=True)
+    bridge_url = f"http://127.0.0.1:{bridge_port}/mcp"
+    issuer_url = f"http://127.0.0.1:{bridge_port + ISSUER_PORT_OFFSET}"
     stack = Stack(
         home=home,
         env=dict(
@@ -83,10 +107,14 @@ def running_stack(
             KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
             SCHEMA_REGISTRY_URL=infra.registry_url,
             JB_LOG_FORMAT="json",
+            JB_AUTH_ISSUER=issuer_url,
+            # Every bridge instance of the stack is one resource, whatever port it listens on.
+            JB_AUTH_RESOURCE=bridge_url,
             **env,
         ),
-        bridge_url=f"http://127.0.0.1:{bridge_port}/mcp",
+        bridge_url=bridge_url,
         control_url=f"http://127.0.0.1:{control_port}",
+        issuer_url=issuer_url,
     )
     result = stack.jetbridge("up")
     if result.returncode != 0:
@@ -123,8 +151,8 @@ async def simulators(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
             await client.post("/reset")
 
 
-async def call_tool(url: str, name: str, arguments: dict[str, Any]) -> Any:
-    async with Client(url) as client:
+async def call_tool(stack: Stack, name: str, arguments: dict[str, Any]) -> Any:
+    async with stack.agent() as client:
         return await client.call_tool(name, arguments)
 
 

@@ -24,6 +24,8 @@ async def test_short_benchmark_run_measures_both_systems_and_writes_its_reports(
         KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
         SCHEMA_REGISTRY_URL=settings.schema_registry_url,
         JB_HOME=stack.home,
+        JB_AUTH_ISSUER=stack.issuer_url,
+        JB_AUTH_RESOURCE=stack.bridge_url,
         JB_AIRLINES_FILE=stack.env["JB_AIRLINES_FILE"],
         JB_BRIDGE_PORT=BRIDGE_PORT,
         JB_SIM_CONTROL_PORT=SIM_CONTROL_PORT,

@@ -65,6 +65,8 @@ async def test_airline_count_run_measures_both_systems_per_count_and_brings_the_
         KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
         SCHEMA_REGISTRY_URL=settings.schema_registry_url,
         JB_HOME=scale_stack.home,
+        JB_AUTH_ISSUER=scale_stack.issuer_url,
+        JB_AUTH_RESOURCE=scale_stack.bridge_url,
         JB_AIRLINES_FILE=own_registry,
         JB_BRIDGE_PORT=BRIDGE_PORT,
         JB_SIM_CONTROL_PORT=SIM_CONTROL_PORT,

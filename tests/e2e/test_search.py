@@ -17,7 +17,7 @@ import pytest
 
 from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import AUDIT, DLQ, REQUESTS
-from schemas.models import DeadLetter
+from schemas.models import AuditRecord, DeadLetter
 from tests.e2e.conftest import SECOND_BRIDGE_PORT, Stack, call_tool, error_text
 from tests.support.kafka_tools import KafkaProbe
 
@@ -31,11 +31,10 @@ def search_args(**overrides: Any) -> dict[str, Any]:
     return {"origin": "LHR", "destination": "JFK", "departure_date": SOON, "adults": 1} | overrides
 
 
-async def timed_search(url: str, arguments: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """A search and the seconds the tool call took (session set-up excluded)."""
-    from mcp import Client
-
-    async with Client(url) as client:
+async def timed_search(stack: Stack, arguments: dict[str, Any], url: str | None = None) -> tuple[dict[str, Any], float]:
+    """A search (at the stack's bridge, or another instance at ``url``) and the seconds the tool call took
+    (session set-up excluded)."""
+    async with stack.agent(url) as client:
         started = time.monotonic()
         result = await client.call_tool("search_offers", arguments)
         elapsed = time.monotonic() - started
@@ -45,7 +44,7 @@ async def timed_search(url: str, arguments: dict[str, Any]) -> tuple[dict[str, A
 
 
 async def test_search_merges_offers_from_every_connector_kind(stack: Stack, simulators: httpx.AsyncClient) -> None:
-    result, elapsed = await timed_search(stack.bridge_url, search_args(max_offers=50))
+    result, elapsed = await timed_search(stack, search_args(max_offers=50))
     statuses = {a["airline"]: a["status"] for a in result["airlines"]}
     assert statuses == dict.fromkeys(KINDS, "ok"), statuses
     assert result["status"] == "complete"
@@ -62,7 +61,7 @@ async def test_search_merges_offers_from_every_connector_kind(stack: Stack, simu
 
 
 async def test_list_airlines_names_every_connected_airline(stack: Stack) -> None:
-    result = await call_tool(stack.bridge_url, "list_airlines", {})
+    result = await call_tool(stack, "list_airlines", {})
     assert not result.is_error
     rows = result.structured_content["result"]
     assert {r["code"]: r["connector_kind"] for r in rows} == KINDS
@@ -73,7 +72,7 @@ async def test_slow_airline_yields_timeout_within_deadline_and_others_intact(
     stack: Stack, simulators: httpx.AsyncClient
 ) -> None:
     assert (await simulators.put("/airlines/DL", json={"fault": "slow", "slow_ms": 10_000})).status_code == 200
-    result, elapsed = await timed_search(stack.bridge_url, search_args(deadline_ms=2000))
+    result, elapsed = await timed_search(stack, search_args(deadline_ms=2000))
     statuses = {a["airline"]: a for a in result["airlines"]}
     assert statuses["DL"]["status"] == "timeout"
     assert result["status"] == "partial"
@@ -84,7 +83,7 @@ async def test_slow_airline_yields_timeout_within_deadline_and_others_intact(
 
 async def test_stopped_airline_is_reported_and_others_answer(stack: Stack, simulators: httpx.AsyncClient) -> None:
     assert (await simulators.put("/airlines/AA", json={"fault": "refuse"})).status_code == 200
-    result, elapsed = await timed_search(stack.bridge_url, search_args(deadline_ms=2500))
+    result, elapsed = await timed_search(stack, search_args(deadline_ms=2500))
     statuses = {a["airline"]: a for a in result["airlines"]}
     assert statuses["AA"]["status"] in ("error", "timeout")
     assert statuses["AA"]["error_code"] in ("airline_unavailable", "airline_timeout")
@@ -97,7 +96,7 @@ async def test_malformed_airline_response_yields_error_and_dead_letter(
 ) -> None:
     assert (await simulators.put("/airlines/VS", json={"fault": "malformed"})).status_code == 200
     before = await kafka.end_offsets(DLQ)
-    result, _ = await timed_search(stack.bridge_url, search_args())
+    result, _ = await timed_search(stack, search_args())
     statuses = {a["airline"]: a for a in result["airlines"]}
     assert statuses["VS"]["status"] == "error"
     assert statuses["VS"]["error_code"] == "airline_bad_response"
@@ -147,9 +146,7 @@ async def test_bad_input_gets_a_tool_error_naming_the_field_publishes_no_request
     stack: Stack, kafka: KafkaProbe
 ) -> None:
     before = {t: await kafka.end_offsets(t) for t in (REQUESTS, AUDIT)}
-    from mcp import Client
-
-    async with Client(stack.bridge_url) as client:
+    async with stack.agent() as client:
         for overrides, field in BAD_INPUTS:
             result = await client.call_tool("search_offers", search_args(**overrides))
             assert result.is_error, overrides
@@ -194,7 +191,7 @@ async def test_poison_request_goes_to_dead_letter_and_stream_goes_on(
     assert kafka.codec is not None
     record = await kafka.codec.decode(messages[0].value(), DeadLetter)
     assert record.payload == poison
-    result, _ = await timed_search(stack.bridge_url, search_args())
+    result, _ = await timed_search(stack, search_args())
     assert result["status"] == "complete", "the router kept going after the poison event"
 
 
@@ -220,7 +217,7 @@ async def test_two_bridge_instances_each_receive_exactly_their_own_replies(
         # Different routes per instance, so a reply delivered to the wrong instance would show.
         jobs = [(stack.bridge_url, "LHR", "JFK"), (second_url, "JFK", "LHR")] * 4
         results = await asyncio.gather(
-            *(timed_search(url, search_args(origin=o, destination=d, deadline_ms=4000)) for url, o, d in jobs)
+            *(timed_search(stack, search_args(origin=o, destination=d, deadline_ms=4000), url) for url, o, d in jobs)
         )
         ids = [r["request_id"] for r, _ in results]
         assert len(set(ids)) == len(jobs), "every call got its own reply"
@@ -257,17 +254,52 @@ async def test_poison_airline_call_goes_to_dead_letter_and_worker_goes_on(
     assert headers["dlq.original_topic"] == "jb.airline.BA.calls.v1"
     assert kafka.codec is not None
     assert (await kafka.codec.decode(messages[0].value(), DeadLetter)).payload == poison
-    result, _ = await timed_search(stack.bridge_url, search_args(airlines=["BA"]))
+    result, _ = await timed_search(stack, search_args(airlines=["BA"]))
     assert [(a["airline"], a["status"]) for a in result["airlines"]] == [("BA", "ok")]
 
 
 async def test_airlines_that_do_not_fly_the_route_are_reported_not_served(stack: Stack) -> None:
-    result, _ = await timed_search(stack.bridge_url, search_args(destination="HEL", airlines=["AY", "VS"]))
+    result, _ = await timed_search(stack, search_args(destination="HEL", airlines=["AY", "VS"]))
     statuses = {a["airline"]: a["status"] for a in result["airlines"]}
     assert statuses == {"AY": "ok", "VS": "not_served"}
     assert {o["airline"] for o in result["offers"]} == {"AY"}
 
-    nobody, elapsed = await timed_search(stack.bridge_url, search_args(destination="HEL", airlines=["VS"]))
+    nobody, elapsed = await timed_search(stack, search_args(destination="HEL", airlines=["VS"]))
     assert nobody["status"] == "no_airlines"
     assert nobody["offers"] == []
     assert elapsed < 1.0, "nobody to wait for: the reply comes at once, not at the deadline"
+
+
+async def test_two_agents_each_get_their_own_replies_audited_under_their_own_names(
+    stack: Stack, kafka: KafkaProbe
+) -> None:
+    """Agent A cannot read agent B's request or reply: each session answers its own token's client only, a
+    reply reaches the session that asked, and the audit trail names who asked what."""
+    before = await kafka.end_offsets(AUDIT)
+    async with stack.agent(client="agent-a") as a, stack.agent(client="agent-b") as b:
+        calls = [(a, "LHR", "JFK"), (b, "JFK", "LHR")] * 3
+        results = await asyncio.gather(
+            *(agent.call_tool("search_offers", search_args(origin=o, destination=d)) for agent, o, d in calls)
+        )
+        listed = await b.call_tool("list_airlines", {})
+    asked: dict[str, set[str]] = {"agent-a": set(), "agent-b": set()}
+    for (agent, origin, _), result in zip(calls, results, strict=True):
+        assert not result.is_error, error_text(result)
+        content = result.structured_content or {}
+        asked["agent-a" if agent is a else "agent-b"].add(content["request_id"])
+        assert all(o["slices"][0]["origin"] == origin for o in content["offers"])  # its own search's offers
+    assert not listed.is_error
+
+    def complete(messages: list[Any]) -> bool:
+        return len(messages) >= len(calls) + 1
+
+    assert kafka.codec is not None
+    records = [
+        await kafka.codec.decode(m.value(), AuditRecord)
+        for m in await kafka.read_since(AUDIT, before, until_s=10, want=complete)
+    ]
+    mine = [r for r in records if r.client_id in asked]
+    searches = [r for r in mine if r.tool == "search_offers"]
+    audited = {client: {r.request_id for r in searches if r.client_id == client} for client in asked}
+    assert audited == asked
+    assert [(r.client_id, r.outcome) for r in mine if r.tool == "list_airlines"] == [("agent-b", "answered")]

@@ -80,7 +80,7 @@ async def test_a_worker_killed_with_sigkill_is_restarted_and_healthy_again(runni
     # It took its partitions back: a search goes through every stage again.
     departure = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
     result = await call_tool(
-        running.bridge_url,
+        running,
         "search_offers",
         {"origin": "LHR", "destination": "JFK", "departure_date": departure, "deadline_ms": 5000},
     )

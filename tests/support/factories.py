@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -136,10 +138,20 @@ kind = "ndc"
 endpoint = "http://127.0.0.1:9"
 routes = "none"
 """
+# Test airlines (and the simulators) listen on 127.0.0.1, which the registry refuses unless it lists it.
+LOCAL_ENDPOINTS = ("127.0.0.1",)
 
 
-def registry_file(tmp_path: Path, text: str) -> Path:
-    """``text`` written as an airline registry file in ``tmp_path``."""
+def registry_file(
+    tmp_path: Path, text: str, *, private_endpoints_allowed: Sequence[str] | None = LOCAL_ENDPOINTS
+) -> Path:
+    """``text`` written as an airline registry file in ``tmp_path``, after a ``private_endpoints_allowed`` line
+    listing ``private_endpoints_allowed`` (by default 127.0.0.1; None: no such line, for a ``text`` with its own)."""
+    head = (
+        ""
+        if private_endpoints_allowed is None
+        else f"private_endpoints_allowed = {json.dumps(list(private_endpoints_allowed))}\n"
+    )
     path = tmp_path / "airlines.toml"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(head + text, encoding="utf-8")
     return path

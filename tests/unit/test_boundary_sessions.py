@@ -25,8 +25,10 @@ class SessionManagerDouble:
 
     def __init__(self) -> None:
         self.sessions: set[str] = set()
+        self.requests = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.requests += 1
         headers = dict(scope["headers"])
         session_id = headers.get(b"mcp-session-id", b"").decode() or None
         extra: list[tuple[bytes, bytes]] = []
@@ -77,12 +79,13 @@ async def test_a_deleted_or_idle_session_frees_its_place_and_a_used_one_starts_i
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bridge") as http:
         first, second = [(await open_session(http, "a")).headers["mcp-session-id"] for _ in range(2)]
         assert (await open_session(http, "a")).status_code == 429
-        deleted = await http.delete("/mcp", headers={"mcp-session-id": first})
+        deleted = await http.delete("/mcp", headers={"mcp-session-id": first, "x-client-id": "a"})
         assert deleted.status_code == 200
         assert (await open_session(http, "a")).status_code == 200
         assert (await open_session(http, "a")).status_code == 429
         clock.now += 59
-        await http.post("/mcp", headers={"mcp-session-id": second}, content=b"{}")  # used: its idle time restarts
+        used = {"mcp-session-id": second, "x-client-id": "a"}
+        await http.post("/mcp", headers=used, content=b"{}")  # used: its idle time restarts
         clock.now += 2
         assert app.held("a") == 1  # the third expired, the one just used did not
         assert (await open_session(http, "a")).status_code == 200
@@ -93,8 +96,24 @@ async def test_a_session_the_sdk_no_longer_knows_is_forgotten_here_too() -> None
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bridge") as http:
         session = (await open_session(http, "a")).headers["mcp-session-id"]
         inner.sessions.clear()  # expired inside the SDK
-        assert (await http.post("/mcp", headers={"mcp-session-id": session}, content=b"{}")).status_code == 404
+        used = {"mcp-session-id": session, "x-client-id": "a"}
+        assert (await http.post("/mcp", headers=used, content=b"{}")).status_code == 404
         assert (await open_session(http, "a")).status_code == 200
+
+
+async def test_a_session_is_its_openers_another_client_naming_it_gets_404_and_it_stays_counted() -> None:
+    app, inner, _ = limited(per_client=1)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bridge") as http:
+        session = (await open_session(http, "a")).headers["mcp-session-id"]
+        requests_before = inner.requests
+        stolen = {"mcp-session-id": session, "x-client-id": "b"}
+        assert (await http.post("/mcp", headers=stolen, content=b"{}")).status_code == 404
+        assert (await http.delete("/mcp", headers=stolen)).status_code == 404
+        assert inner.requests == requests_before  # never reached the SDK
+        assert app.held("a") == 1  # still a's, still counted
+        assert (await open_session(http, "a")).status_code == 429
+        mine = {"mcp-session-id": session, "x-client-id": "a"}
+        assert (await http.post("/mcp", headers=mine, content=b"{}")).status_code == 200
 
 
 async def test_anonymous_clients_are_told_apart_by_address() -> None:

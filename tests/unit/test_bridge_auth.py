@@ -1,8 +1,10 @@
-"""With ``JB_AUTH=jwt`` only an agent with a bearer token of the issuer, for this bridge, gets in: over real HTTP,
+"""With ``JB_AUTH=on`` only an agent with a bearer token of the issuer, for this bridge, gets in: over real HTTP,
 against the development issuer and the bridge in this process (keys made here), no token or a bad one is 401
-naming the RFC 9728 metadata, a token without ``offers:read`` 403 ``insufficient_scope``, a good one works and
-its client is the caller; the MCP SDK's own client-credentials client finds the issuer from the 401 alone; the
-issuer's keys are fetched again once for a new key id (rotation), never more often than the floor."""
+naming the RFC 9728 metadata; a token with none of the bridge's scopes is 403 ``insufficient_scope``;
+``tools/list`` shows each caller the tools its scopes allow and a call of another is 403 naming the scope; a
+good token works and its client is the caller; another client's session id is 404; an API key works until it
+is revoked; the MCP SDK's own client-credentials client finds the issuer from the 401 alone; the issuer's keys
+are fetched again once for a new key id (rotation), never more often than the floor."""
 
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ from infra.auth.dev_issuer import (
 )
 from jetbridge.cli import main as jetbridge
 from jetbridge.settings import Settings, get_settings
+from mcp_bridge.api_keys import KeyFile
+from mcp_bridge.api_keys import new_key as new_api_key
 from mcp_bridge.auth import JwksCache, JwtVerifier, open_auth
 from mcp_bridge.boundary import client_id
 from mcp_bridge.server import build_server, http_app
@@ -132,9 +136,7 @@ async def running(tmp_path: Path, **environment: Any) -> AsyncIterator[Stack]:
     resource = f"http://127.0.0.1:{bridge_port}/mcp"
     key = load_or_create_key(tmp_path / "auth")
     clients_file = tmp_path / "auth" / CLIENTS_FILE
-    settings = Settings(
-        JB_AUTH="jwt", JB_AUTH_ISSUER=issuer, JB_AUTH_RESOURCE=resource, JB_HOME=tmp_path, **environment
-    )
+    settings = Settings(JB_AUTH="on", JB_AUTH_ISSUER=issuer, JB_AUTH_RESOURCE=resource, JB_HOME=tmp_path, **environment)
     backend = WhoCalls()
     with anyio.fail_after(30):
         async with (
@@ -165,6 +167,7 @@ async def test_a_request_without_a_token_gets_401_pointing_at_the_resource_metad
         assert refused.status_code == 401
         assert challenge(refused)["resource_metadata"] == f"{stack.base}/.well-known/oauth-protected-resource/mcp"
         assert challenge(refused)["error"] == "invalid_token"
+        assert challenge(refused)["scope"] == "offers:read"  # what to ask the issuer for first
         assert (await initialize(stack, stack.token())).status_code == 200
 
 
@@ -200,14 +203,95 @@ async def test_wrong_audience_expired_forged_wrong_issuer_or_symmetric_tokens_ge
             assert challenge(response)["resource_metadata"].endswith("/.well-known/oauth-protected-resource/mcp")
 
 
-async def test_a_token_without_offers_read_gets_403_insufficient_scope(tmp_path: Path) -> None:
+async def test_a_token_with_none_of_the_bridges_scopes_gets_403_insufficient_scope(tmp_path: Path) -> None:
     async with running(tmp_path) as stack:
-        for scope in ("", "orders:write", "offers:readx"):
+        for scope in ("", "offers:readx", "openid profile"):
             response = await initialize(stack, stack.token(scope=scope))
             assert response.status_code == 403
             assert challenge(response)["error"] == "insufficient_scope"
+            assert challenge(response)["scope"] == "offers:read orders:write"
+            assert challenge(response)["resource_metadata"] == f"{stack.base}/.well-known/oauth-protected-resource/mcp"
         listed = await initialize(stack, stack.token(scope=None, scp=["offers:read"]))  # the scp form some issuers use
         assert listed.status_code == 200
+
+
+async def call(stack: Stack, token: str, method: str, params: dict[str, Any]) -> httpx.Response:
+    """One JSON-RPC request in a session opened with ``token`` (initialize, initialized, then ``method``)."""
+    auth = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient() as http:
+        opened = await http.post(stack.resource, content=INITIALIZE, headers=MCP_HEADERS | auth)
+        assert opened.status_code == 200, opened.text
+        session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+        initialized = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await http.post(stack.resource, content=initialized, headers=MCP_HEADERS | auth | session)
+        body = json.dumps({"jsonrpc": "2.0", "id": 2, "method": method, "params": params})
+        return await http.post(stack.resource, content=body, headers=MCP_HEADERS | auth | session)
+
+
+def rpc_result(response: httpx.Response) -> dict[str, Any]:
+    """The JSON-RPC result of a response, whether it came as JSON or as one server-sent event."""
+    text = response.text
+    data = next((line[5:] for line in text.splitlines() if line.startswith("data:")), text)
+    return dict(json.loads(data)["result"])
+
+
+async def test_tools_list_shows_each_caller_the_tools_its_scopes_allow_and_a_call_without_it_is_403(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path) as stack:
+        reader, writer = stack.token(scope="offers:read"), stack.token(scope="orders:write")
+        seen = {
+            name: sorted(t["name"] for t in rpc_result(await call(stack, token, "tools/list", {}))["tools"])
+            for name, token in (("reader", reader), ("writer", writer))
+        }
+        search = {"name": "search_offers", "arguments": {"origin": "LHR", "destination": "JFK"}}
+        refused = await call(stack, writer, "tools/call", search)
+        answered = await call(stack, reader, "tools/call", {"name": "list_airlines", "arguments": {}})
+    assert seen == {"reader": ["list_airlines", "search_offers"], "writer": []}
+    assert refused.status_code == 403
+    assert challenge(refused)["error"] == "insufficient_scope"
+    assert challenge(refused)["scope"] == "offers:read"  # what to ask the issuer for (step-up)
+    assert stack.backend.clients == []  # the refused search reached nothing
+    assert answered.status_code == 200
+    assert "result" in answered.text
+
+
+async def test_another_clients_session_id_gets_404_and_the_session_stays_its_owners(tmp_path: Path) -> None:
+    async with running(tmp_path) as stack:
+        owner, thief = stack.token(client_id="agent-a"), stack.token(client_id="agent-b")
+        async with httpx.AsyncClient() as http:
+            opened = await http.post(stack.resource, content=INITIALIZE, headers=MCP_HEADERS | bearer(owner))
+            session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+            listing = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).encode()
+            stolen = await http.post(stack.resource, content=listing, headers=MCP_HEADERS | bearer(thief) | session)
+            closed = await http.delete(stack.resource, headers=MCP_HEADERS | bearer(thief) | session)
+            still = await http.post(stack.resource, content=listing, headers=MCP_HEADERS | bearer(owner) | session)
+    assert stolen.status_code == 404
+    assert closed.status_code == 404
+    assert still.status_code == 200  # neither read nor ended by the other agent
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+async def test_an_api_key_gets_in_as_its_client_with_its_scopes_until_revoked(tmp_path: Path) -> None:
+    async with running(tmp_path) as stack:
+        keys = KeyFile(tmp_path / "auth" / "api-keys.toml")
+        key, entry = new_api_key("pricing-bot", ["offers:read"])
+        keys.add(entry)
+        search = {"origin": "LHR", "destination": "JFK", "departure_date": real_soon()}
+        answered = await call(stack, key, "tools/call", {"name": "search_offers", "arguments": search})
+        forged = await initialize(stack, key[:-4] + "AAAA")
+        stored = keys.path.read_text()
+        keys.revoke(entry.key_id)
+        revoked = await initialize(stack, key)
+    assert answered.status_code == 200
+    assert stack.backend.clients == ["pricing-bot"]
+    assert forged.status_code == 401
+    assert revoked.status_code == 401  # the file is read again when it changes: no restart
+    assert key.split("_")[2] not in stored  # only the hash of the secret is kept
+    assert entry.sha256 in stored
 
 
 async def test_a_good_token_works_and_names_the_caller_whatever_x_client_id_says(tmp_path: Path) -> None:
@@ -290,7 +374,7 @@ async def test_the_protected_resource_metadata_names_the_resource_its_issuer_and
         for document in documents:
             assert document["resource"] == stack.resource
             assert document["authorization_servers"] == [stack.issuer]
-            assert document["scopes_supported"] == ["offers:read"]
+            assert document["scopes_supported"] == ["offers:read", "orders:write"]
             assert document["bearer_methods_supported"] == ["header"]
         assert issuer["issuer"] == stack.issuer
         assert issuer["grant_types_supported"] == ["client_credentials"]
@@ -312,6 +396,7 @@ async def test_the_issuer_grants_registered_clients_their_scopes_for_this_resour
             wrong_secret = await grant(auth=httpx.BasicAuth("acme-ota", "guess"))
             unknown = await grant(auth=httpx.BasicAuth("nobody", secret))
             too_much = await grant(scope="offers:read orders:write")
+            none_of_them = await grant(scope="orders:write")
             elsewhere = await grant(resource="https://other.example/mcp")
             posted = await grant(auth=httpx.Auth(), client_id="acme-ota", client_secret=secret)
             wrong_grant = await grant(grant_type="password")
@@ -321,7 +406,8 @@ async def test_the_issuer_grants_registered_clients_their_scopes_for_this_resour
         assert (await initialize(stack, granted.json()["access_token"])).status_code == 200
         assert [r.status_code for r in (wrong_secret, unknown)] == [401, 401]
         assert wrong_secret.json()["error"] == "invalid_client"
-        assert (too_much.status_code, too_much.json()["error"]) == (400, "invalid_scope")
+        assert (too_much.status_code, too_much.json()["scope"]) == (200, "offers:read")  # what it may have
+        assert (none_of_them.status_code, none_of_them.json()["error"]) == (400, "invalid_scope")
         assert (elsewhere.status_code, elsewhere.json()["error"]) == (400, "invalid_target")
         assert posted.status_code == 200
         assert wrong_grant.json()["error"] == "unsupported_grant_type"
@@ -437,7 +523,7 @@ def test_a_client_is_kept_with_a_hash_of_its_secret(tmp_path: Path) -> None:
     assert secret_matches(secret, clients["acme"].secret_hash)
     assert not secret_matches(secret + "x", clients["acme"].secret_hash)
     with pytest.raises(ValueError, match="unknown scopes"):
-        add_client(path, "acme", ["orders:write"])
+        add_client(path, "acme", ["admin"])
 
 
 @pytest.fixture

@@ -59,26 +59,38 @@ def test_scale_of_a_kind_that_cannot_scale_is_refused(capsys: pytest.CaptureFixt
 async def test_status_of_a_stopped_stack_lists_every_component_as_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for var in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL"):
+    for var in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "REDIS_URL"):
         monkeypatch.delenv(var, raising=False)
     settings = Settings(
         JB_HOME=tmp_path,
         JB_BRIDGE_PORT=_free_port(),
         JB_SIM_CONTROL_PORT=_free_port(),
         JB_HEALTH_PORT_BASE=_free_port() - 100,
+        JB_AUTH_ISSUER=f"http://127.0.0.1:{_free_port()}",
+        REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0",
     )
     report = await status(settings)
     names = [row.name for row in report.rows]
-    assert names == ["kafka", "registry", "supervisor", "simulators", "streams-1", "connectors-1", "bridge"]
+    assert names == [
+        "kafka",
+        "registry",
+        "redis",
+        "supervisor",
+        "simulators",
+        "issuer",
+        "streams-1",
+        "connectors-1",
+        "bridge",
+    ]
     assert not report.all_up
     assert all(row.health == "stopped" and row.pid == "-" for row in report.rows)
-    assert [row.restarts for row in report.rows[:3]] == ["n/a"] * 3
+    assert [row.restarts for row in report.rows[:4]] == ["n/a"] * 4
 
 
 def test_status_command_exits_non_zero_when_something_is_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for var in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL"):
+    for var in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "REDIS_URL"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("JB_HOME", str(tmp_path))
     monkeypatch.setenv("JB_BRIDGE_PORT", str(_free_port()))

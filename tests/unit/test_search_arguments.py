@@ -137,7 +137,7 @@ class RecordingBackend:
     ) -> None:
         self.refusals.append((tool, getattr(error, "field", ""), client_id))
 
-    def airlines(self) -> list[AirlineInfo]:
+    def airlines(self, *, client_id: str) -> list[AirlineInfo]:
         return []
 
     def health(self) -> dict[str, Any]:

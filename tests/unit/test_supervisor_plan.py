@@ -26,6 +26,7 @@ def test_plan_gives_each_instance_its_name_and_health_port_from_the_base() -> No
     stack = plan(settings, {"streams": 2, "connectors": 2})
     assert [i.name for i in stack.instances] == [
         "simulators",
+        "issuer",
         "streams-1",
         "streams-2",
         "connectors-1",
@@ -39,6 +40,7 @@ def test_plan_gives_each_instance_its_name_and_health_port_from_the_base() -> No
     assert by_name["bridge"].health_url == "http://127.0.0.1:18280/health"
     assert by_name["bridge"].env["JB_HEALTH_PORT"] == "0"
     assert by_name["simulators"].health_url == "http://127.0.0.1:19300/health"
+    assert by_name["issuer"].health_url == "http://127.0.0.1:9400/health"  # JB_AUTH_ISSUER's, by default
     ports = [i.env["JB_HEALTH_PORT"] for i in stack.instances if i.kind in ("streams", "connectors")]
     assert len(set(ports)) == len(ports)
     assert format_scale(stack.scale) == "streams=2,connectors=2"
@@ -46,5 +48,13 @@ def test_plan_gives_each_instance_its_name_and_health_port_from_the_base() -> No
 
 def test_plan_without_simulators_and_default_scale() -> None:
     stack = plan(Settings(), simulators=False)
-    assert [i.name for i in stack.instances] == ["streams-1", "connectors-1", "bridge"]
+    assert [i.name for i in stack.instances] == ["issuer", "streams-1", "connectors-1", "bridge"]
     assert stack.scale == {"streams": 1, "connectors": 1}
+
+
+def test_the_development_issuer_runs_only_when_the_bridge_authenticates_with_it() -> None:
+    for settings in (Settings(JB_AUTH="off"), Settings(JB_AUTH_DEV_ISSUER=False)):
+        assert "issuer" not in [i.kind for i in plan(settings).instances]
+    issuer = plan(Settings(JB_AUTH_ISSUER="http://127.0.0.1:19455")).instances[1]
+    assert (issuer.kind, issuer.health_url) == ("issuer", "http://127.0.0.1:19455/health")
+    assert issuer.argv[1:] == ("-m", "infra.auth.dev_issuer")
