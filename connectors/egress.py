@@ -10,6 +10,8 @@ addresses too, with the same rules:
   this worker: each call is answered `AirlineQuarantined` at once, with no rate-limit token, breaker permit or
   attempt spent, as an MCP airline whose tools differ from the pin is (`connectors/pins.py`), and one error
   line says which host, which address and what to list. A check that finds only allowed addresses lifts it.
+  A check that changes the refusal calls the gate's ``on_change`` (the worker sets `jb_airline_quarantined`
+  and publishes it on ``jb.airline-health.v1``, so list_airlines shows the airline ``quarantined``).
 - `guarded_transport` (the HTTP kinds' shared client) and `guarded_mcp_transport` (the MCP kind's own httpx2
   pool): every new connection resolves the host itself, judges every address and connects to a judged address,
   not to the name again, so the answer cannot change between the check and the connect. A refused connection
@@ -71,11 +73,14 @@ class EndpointGate:
         self.reason: str | None = None  # why it is refused; None: it may be called
         self.addresses: list[str] = []
         self.checked_at: datetime | None = None
+        # Called after a check that refused the endpoint, allowed it again, or refused it for another reason.
+        self.on_change: Callable[[], None] | None = None
 
     async def check(self) -> str | None:
         """Resolve and judge the host now; returns why the airline is refused, or None. Never raises: a host
         that does not resolve leaves the state as it was (each connection judges what it resolves to)."""
         airline = self.airline
+        before = self.reason
         try:
             host = endpoint_host(airline.endpoint)
             refusal = judge_endpoint(airline.endpoint, airline.private_endpoints)
@@ -105,6 +110,8 @@ class EndpointGate:
                     addresses=self.addresses,
                 )
         self.checked_at = datetime.now(UTC)
+        if self.reason != before and self.on_change is not None:
+            self.on_change()
         return self.reason
 
     async def watch(self) -> None:

@@ -1,8 +1,9 @@
 """Onboarding and approving an airline's MCP tools: what its server lists now against its pin, and writing it.
 
-`review_pin` connects to the airline's MCP server the way its connector does (same mapping, credential and
-tool names) and compares; `approve_pin` writes what was reviewed. `jetbridge airlines approve|pins` are
-these two with a table and a question in front (``jetbridge/cli.py``).
+`review_pin` connects to the airline's MCP server the way its connector does (same mapping, credential, tool
+names, and connections only to addresses the registry allows it: `connectors/egress.py`) and compares;
+`approve_pin` writes what was reviewed. `jetbridge airlines approve|pins` are these two with a table and a
+question in front (``jetbridge/cli.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from rich.console import Console
 from rich.prompt import Confirm
 from rich.table import Table
 
+from connectors.egress import EndpointGate, guarded_mcp_transport
 from connectors.kinds.mcp import McpConnector
 from connectors.pins import DEFAULT_PINS_FILE, Pin, PinBook, PinnedTool, ToolChange, diff_tools, tool_list_hash
 from jetbridge.airlines import Airline, AirlineRegistry, ConnectorKind
+from jetbridge.endpoints import Resolver, system_resolver
 from jetbridge.errors import ConfigurationError, JetbridgeError
 
 __all__ = ["PinReview", "add_arguments", "approve_pin", "review_pin", "run"]
@@ -41,12 +44,19 @@ class PinReview:
         return self.pinned is not None and self.pinned.sha256 == self.served_sha256
 
 
-async def review_pin(airline: Airline, book: PinBook, *, timeout_s: float = 10.0) -> PinReview:
+async def review_pin(
+    airline: Airline, book: PinBook, *, timeout_s: float = 10.0, resolver: Resolver = system_resolver
+) -> PinReview:
     """Connect to the airline's MCP server and compare the tools its connector calls with the pin."""
     if airline.kind != ConnectorKind.MCP:
         kind = ConnectorKind(airline.kind).value
         raise ConfigurationError(f"airline {airline.code} is {kind}, not mcp: nothing to pin")
-    connector = McpConnector(airline, pins=book)
+    # Approving reads the server as a worker would call it: a host resolving to an address the registry does
+    # not allow is refused, here with its reason, and again by every connection (if the name's answer changes).
+    refused = await EndpointGate(airline, resolver=resolver).check()
+    if refused is not None:
+        raise ConfigurationError(f"{airline.code}: endpoint refused, not connected to: {refused}")
+    connector = McpConnector(airline, pins=book, transport=guarded_mcp_transport(airline, resolver=resolver))
     try:
         served = await connector.tools(timeout_s=timeout_s)
         names = connector.pin_check.tool_names

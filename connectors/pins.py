@@ -11,7 +11,8 @@ its last check is older than ``check_s`` or the pin changed (`PinCheck`). A mism
 in that worker: the call is answered `AirlineQuarantined` without calling the tool, and so is every call
 after it, without any I/O, until the pins file holds what the server lists (an approval; the file is
 re-read when it changes, so no restart is needed). While quarantined, one check every ``check_s`` looks
-whether the server went back to the pinned tools.
+whether the server went back to the pinned tools. A check that finds the quarantine begun, ended or changed
+calls the check's ``on_change`` (the worker publishes it on ``jb.airline-health.v1`` for list_airlines).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "PinnedTool",
     "ToolChange",
     "diff_tools",
+    "pin_check_of",
     "pinned_tools",
     "quarantine_refusal",
     "tool_list_hash",
@@ -283,6 +285,11 @@ class PinCheck:
         self.check_s = check_s
         self._clock = clock
         self.quarantined = False
+        # Why, as the last check found it (the refusal's message); None: not quarantined, or never checked.
+        self.reason: str | None = None
+        self.checked = False  # whether a listing was ever compared with the pin
+        # Called after a check that found the quarantine begun, ended or changed, and after the first check.
+        self.on_change: Callable[[], None] | None = None
         self.served: str | None = None  # the hash the server listed last
         self._pin_at_quarantine: int | None = None  # the pins file's version when quarantined
         self._checked_at = -math.inf
@@ -329,6 +336,8 @@ class PinCheck:
         if sha is not None and served == sha:
             if self.quarantined:
                 self._lift(sha)
+            elif not self.checked:
+                self._found(None)
             return sha
         self._checked_at = self._clock()
         if not self.quarantined or self.book.version != self._pin_at_quarantine:
@@ -344,13 +353,24 @@ class PinCheck:
         self.quarantined = True
         self._pin_at_quarantine = self.book.version
         AIRLINE_QUARANTINED.labels(self.airline).set(1)
-        raise self._error(sha)
+        error = self._error(sha)
+        self._found(error.message)
+        raise error
 
     def _lift(self, sha: str) -> None:
         self.quarantined = False
         self._pin_at_quarantine = None
         AIRLINE_QUARANTINED.labels(self.airline).set(0)
         log.warning("airline quarantine lifted: its MCP tools match the pin", airline=self.airline, sha256=sha)
+        self._found(None)
+
+    def _found(self, reason: str | None) -> None:
+        first, self.checked = not self.checked, True
+        if reason == self.reason and not first:
+            return
+        self.reason = reason
+        if self.on_change is not None:
+            self.on_change()
 
     def _error(self, pinned: str | None) -> AirlineQuarantined:
         if pinned is None:
@@ -368,8 +388,14 @@ def _said(change: ToolChange) -> str:
     return f"{change.name}: {change.change} {' and '.join(change.fields)}".strip()
 
 
+def pin_check_of(connector: object) -> PinCheck | None:
+    """The pin check of a connector that pins its airline's tools; None for every other connector."""
+    check = getattr(connector, "pin_check", None)
+    return check if isinstance(check, PinCheck) else None
+
+
 def quarantine_refusal(connector: object) -> AirlineQuarantined | None:
     """For the worker: the refusal of a connector that pins its airline's tools, before any token or breaker
     permit is spent on the call; None for every other connector."""
-    check = getattr(connector, "pin_check", None)
-    return check.refusal() if isinstance(check, PinCheck) else None
+    check = pin_check_of(connector)
+    return check.refusal() if check is not None else None

@@ -20,6 +20,8 @@ or Retry-After wait that would pass the deadline, and timeouts are the airline's
 response and counted in metrics. So is a quarantine (an MCP airline whose tools differ from the approved pin,
 ``connectors/pins.py``, or an airline whose host resolves to an address the registry does not allow,
 ``connectors/egress.py``): such a call is answered before the guard, spending no token and no breaker permit.
+The worker publishes a quarantine when it begins, ends or changes its reason (on ``jb.airline-health.v1``,
+through the board its breaker publishes with), so every worker, the router and ``list_airlines`` can see it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from confluent_kafka import KafkaException, Message, TopicPartition
 
 from connectors.base import AirlineConnector, build_connector
 from connectors.egress import EndpointGate
-from connectors.pins import quarantine_refusal
+from connectors.pins import pin_check_of, quarantine_refusal
 from connectors.resilience import AirlineGuard, CallOutcome, Clock
 from jetbridge.airlines import Airline
 from jetbridge.dlq import Backoff, DeadLetterChannel, DeadLetterSend, DlqHeaders, belongs_in_dlq, dead_letter
@@ -63,6 +65,7 @@ from jetbridge.log import get_logger
 from jetbridge.metrics import (
     AIRLINE_CALL_SECONDS,
     AIRLINE_CALLS,
+    AIRLINE_QUARANTINED,
     ERRORS,
     RATE_LIMIT_WAIT_SECONDS,
     RATE_LIMIT_WAITS,
@@ -264,16 +267,24 @@ class ConnectorWorker:
         self._stopping = asyncio.Event()
         self.assigned = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
         # Retry, Circuit Breaker and Throttler; the breaker is shared with the airline's other workers (and the
         # router and bridge) through the health topic.
         self.guard = AirlineGuard(
             airline,
-            instance=instance or f"{socket.gethostname()}-{os.getpid()}",
+            instance=self.instance,
             clock=clock,
             publish=health.publish if health is not None else None,
         )
         if health is not None:
             health.subscribe(airline.code, self.guard.adopt)
+        # A quarantine is published through the same board, when this worker finds it begun, ended or changed.
+        self._health = health
+        self._said_quarantine: str | None = None  # what the health topic says of it, as far as this worker knows
+        pin_check = pin_check_of(self._connector)
+        for source in (pin_check, self._endpoint):
+            if source is not None:
+                source.on_change = self._quarantine_changed
         # Calls received but not started (no slot, or no token yet); already tracked, so no commit passes them.
         self._backlog: deque[tuple[Message, int]] = deque()
         # When each call still in the backlog first had to wait for a token (for the rate-limit metrics).
@@ -310,8 +321,11 @@ class ConnectorWorker:
     async def run(self) -> None:
         """Consume until ``stop()``; then finish what is in flight and commit it."""
         self._loop = asyncio.get_running_loop()
+        known = self._health.get(self.airline.code) if self._health is not None else None
+        self._said_quarantine = known.quarantine if known is not None else None  # an earlier run's finding
         if self._endpoint is not None:
             await self._endpoint.check()  # before the first call: a refused airline is never called
+        self._quarantine_changed()
         await self._consumer.subscribe(
             [self.calls_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -582,6 +596,35 @@ class ConnectorWorker:
         its host resolves to an address the registry does not allow, or its MCP tools differ from the pin."""
         refused = self._endpoint.refusal() if self._endpoint is not None else None
         return refused or quarantine_refusal(self._connector)
+
+    def _quarantine_found(self) -> tuple[bool, str | None]:
+        """Whether this worker knows yet if the airline is quarantined, and why (the message its calls get)."""
+        if self._endpoint is not None:
+            refused = self._endpoint.refusal()
+            if refused is not None:
+                return True, refused.message
+            if self._endpoint.checked_at is None:
+                return False, None
+        pin_check = pin_check_of(self._connector)
+        if pin_check is None:
+            return True, None
+        # Until its first listing, an MCP airline's tools are not known: say nothing rather than a guess.
+        return pin_check.checked, pin_check.reason
+
+    def _quarantine_changed(self) -> None:
+        """After a check of the endpoint or the tools: the gauge, and a health record when what the topic says
+        of the quarantine is no longer what this worker found (not on every call: only on a change)."""
+        known, reason = self._quarantine_found()
+        if not known:
+            return
+        code = self.airline.code
+        AIRLINE_QUARANTINED.labels(code).set(1 if reason is not None else 0)
+        if reason == self._said_quarantine:
+            return
+        self._said_quarantine = reason
+        if self._health is not None:
+            self._health.report_quarantine(code, reason, reporter=self.instance)
+            log.info("airline quarantine published", airline=code, quarantine=reason)
 
     def _measure(
         self, response: AirlineResponse, error: JetbridgeError | None, elapsed_s: float, attempts: int

@@ -5,6 +5,7 @@ so never rename one) and a ``retriable`` flag that retry logic reads instead of 
 
     JetbridgeError
     ├── InvalidInput                      bad tool arguments (names the field); never retried
+    ├── InsufficientScope                 the caller's token lacks the tool's scope (HTTP 403 at the bridge)
     ├── ConfigurationError                settings or airline registry that cannot work
     ├── SchemaError                       contract problems
     │   ├── SchemaRegistryError           registry unreachable or refusing (retriable)
@@ -24,7 +25,8 @@ so never rename one) and a ``retriable`` flag that retry logic reads instead of 
         ├── AirlineRejected               4xx or an NDC <Errors> answer: the airline said no
         ├── AirlineBadResponse            a body we cannot parse or that breaks the contract
         ├── CircuitOpen                   the airline's circuit breaker is open: not called (fail fast)
-        │   └── AirlineQuarantined        its MCP tools changed from the approved pin: not called until approved
+        │   └── AirlineQuarantined        not called at all: its MCP tools differ from the approved pin, or its
+        │                                 host resolves to an address the registry does not allow
         └── RateLimited                   our rate limit for the airline had no room before the deadline
 """
 
@@ -46,6 +48,7 @@ __all__ = [
     "ConfigurationError",
     "DeadlineExceeded",
     "DecodeError",
+    "InsufficientScope",
     "InvalidInput",
     "JetbridgeError",
     "KafkaError",
@@ -81,6 +84,12 @@ class InvalidInput(JetbridgeError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.reason = message
+
+
+class InsufficientScope(JetbridgeError):
+    """A tool call whose token lacks the tool's scope: refused before the tool runs (403 at the bridge)."""
+
+    code = "insufficient_scope"
 
 
 class ConfigurationError(JetbridgeError):
@@ -201,8 +210,10 @@ class RateLimited(AirlineError):
 
 
 class AirlineQuarantined(CircuitOpen):
-    """The airline's MCP server lists tools that differ from the approved pin (``connectors/mcp_pins.toml``),
-    so it is not called until an operator approves them (``jetbridge airlines approve <IATA>``). Like an open
-    circuit it is told in the reply, not dead-lettered, and not retried; unlike one, no probe ends it."""
+    """The airline is not called at all: its MCP server lists tools that differ from the approved pin
+    (``connectors/mcp_pins.toml``: until an operator approves them, ``jetbridge airlines approve <IATA>``), or its
+    host resolves to a private, loopback or link-local address the registry does not list (until it does, or the
+    host resolves to allowed addresses again). Like an open circuit it is told in the reply, not dead-lettered,
+    and not retried; unlike one, no probe ends it. ``list_airlines`` shows it as status ``quarantined``."""
 
     code = "airline_quarantined"

@@ -1,12 +1,17 @@
 """The airlines' shared health: ``jb.airline-health.v1``, compacted, one record per airline (its key).
 
-Connector workers publish their circuit breakers' transitions and the airlines' ``Retry-After`` holds to it;
-every connector process, the router and the bridge read it whole from the beginning and then follow it, so
-they all go by the same state. ``HealthBoard`` is that reader (and, given a producer, the writer): no consumer
-group and nothing committed, like the bridge's reply correlator, because every reader needs every airline.
+Connector workers publish their circuit breakers' transitions, the airlines' ``Retry-After`` holds and their
+quarantines (an airline not called at all: its MCP tools differ from the approved pin, or its host resolves to
+an address the registry does not allow) to it; every connector process, the router and the bridge read it
+whole from the beginning and then follow it, so they all go by the same state. ``HealthBoard`` is that reader
+(and, given a producer, the writer): no consumer group and nothing committed, like the bridge's reply
+correlator, because every reader needs every airline.
 
 Records can arrive out of order between writers (two instances reporting at once): for each airline the
-board keeps the state that began last (``since``) and the latest throttle, whatever order they came in.
+board keeps the state that began last (``since``), the latest throttle and the quarantine reported last
+(``quarantine_changed_at``), each on its own, whatever order they came in. Compaction keeps only an airline's
+last record, so every record a board publishes carries the latest quarantine it knows, and a quarantine report
+carries the latest circuit state: the last record alone is the whole state.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
@@ -25,24 +30,37 @@ from jetbridge.errors import JetbridgeError
 from jetbridge.kafka import AsyncConsumer, AsyncProducer
 from jetbridge.log import get_logger
 from schemas.codec import AvroCodec
-from schemas.models import AirlineHealth, CircuitState
+from schemas.models import AirlineHealth, CircuitState, now_utc
 
-__all__ = ["HealthBoard", "merge", "shared_board"]
+__all__ = ["NEVER", "HealthBoard", "merge", "shared_board"]
 
 log = get_logger(__name__)
 
 Listener = Callable[[AirlineHealth], None]
 _RETRY_S = 2.0
+# The start of a circuit state nobody reported (in a quarantine report made before any): no breaker adopts it.
+NEVER = datetime.fromtimestamp(0, UTC)
 
 
 def merge(old: AirlineHealth | None, new: AirlineHealth) -> AirlineHealth:
-    """The state that began last, with the later of the two throttles."""
+    """The state that began last, with the later of the two throttles and the quarantine reported last."""
     if old is None:
         return new
     newer = new if (new.since, new.reported_at) >= (old.since, old.reported_at) else old
     throttles = [t for t in (old.throttled_until, new.throttled_until) if t is not None]
     throttled = max(throttles) if throttles else None
-    return newer if newer.throttled_until == throttled else newer.model_copy(update={"throttled_until": throttled})
+    quarantined = max(old, new, key=_quarantine_order)
+    update: dict[str, Any] = {}
+    if newer.throttled_until != throttled:
+        update["throttled_until"] = throttled
+    if _quarantine_order(newer) != _quarantine_order(quarantined):
+        update |= {"quarantine": quarantined.quarantine, "quarantine_changed_at": quarantined.quarantine_changed_at}
+    return newer.model_copy(update=update) if update else newer
+
+
+def _quarantine_order(health: AirlineHealth) -> tuple[datetime, str]:
+    # The later report wins; the reason only breaks a tie, so that the order records arrive in never matters.
+    return health.quarantine_changed_at or NEVER, health.quarantine or ""
 
 
 class HealthBoard:
@@ -166,10 +184,18 @@ class HealthBoard:
 
     # ---- writing ----
     def publish(self, record: AirlineHealth) -> None:
-        """Write ``record`` in the background (a breaker's transition must never wait for the broker)."""
+        """Write ``record`` in the background (a breaker's transition must never wait for the broker), with the
+        latest quarantine this board knows when the record says none newer."""
         if self._producer is None:
             return
         producer = self._producer
+        known = self._latest.get(record.airline)
+        if known is not None and (known.quarantine_changed_at or NEVER) > (record.quarantine_changed_at or NEVER):
+            record = record.model_copy(
+                update={"quarantine": known.quarantine, "quarantine_changed_at": known.quarantine_changed_at}
+            )
+        # Known here at once, not a broker round trip later: a record published meanwhile carries it too.
+        self._latest[record.airline] = merge(known, record)
 
         async def send() -> None:
             try:
@@ -182,6 +208,21 @@ class HealthBoard:
         task = asyncio.get_running_loop().create_task(send())
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+
+    def report_quarantine(self, airline: str, reason: str | None, *, reporter: str) -> AirlineHealth:
+        """Publish that ``reporter`` quarantined ``airline`` for ``reason`` (None: lifted it): the latest record
+        known of the airline (a closed circuit when none) with the quarantine set or cleared."""
+        now = now_utc()
+        known = self._latest.get(airline) or AirlineHealth(
+            airline=airline, state=CircuitState.CLOSED, since=NEVER, reporter=reporter, reported_at=now
+        )
+        # Later than the report it follows even within one millisecond (Avro keeps no finer), so it wins the merge.
+        changed = max(now, (known.quarantine_changed_at or NEVER) + timedelta(milliseconds=1))
+        record = known.model_copy(
+            update={"quarantine": reason, "quarantine_changed_at": changed, "reporter": reporter, "reported_at": now}
+        )
+        self.publish(record)
+        return record
 
     async def close(self) -> None:
         if self._sending:

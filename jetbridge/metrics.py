@@ -16,7 +16,7 @@ at 0. Label values are bounded sets (stage, airline code, status, error code), n
     jb_airline_call_duration_seconds   histogram  airline           connectors (one call, retries included)
     jb_airline_retries_total           counter    airline           connectors
     jb_circuit_state                   gauge      airline           connectors (0 closed, 1 half-open, 2 open)
-    jb_airline_quarantined             gauge      airline           connectors (1: MCP tools differ from the pin)
+    jb_airline_quarantined             gauge      airline           connectors (1: MCP tools off pin, endpoint refused)
     jb_rate_limit_waits_total          counter    airline           connectors
     jb_rate_limit_wait_seconds_total   counter    airline           connectors
     jb_errors_total                    counter    stage, code       every stage
@@ -24,6 +24,7 @@ at 0. Label values are bounded sets (stage, airline code, status, error code), n
     jb_dlq_pending                     gauge      stage             every stage (dead letters not written yet)
     jb_dlq_depth                       gauge      -                 stream workers (records on jb.dlq.v1)
     jb_consumer_lag                    gauge      group, topic      stream and connector workers
+    jb_allowances_shared               gauge      -                 bridge (1: clients' allowances counted in Redis)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "AIRLINE_CALL_SECONDS",
     "AIRLINE_QUARANTINED",
     "AIRLINE_RETRIES",
+    "ALLOWANCES_SHARED",
     "CIRCUIT_STATE",
     "CONSUMER_LAG",
     "DLQ_DEPTH",
@@ -84,7 +86,10 @@ AIRLINE_CALL_SECONDS = Histogram(
 AIRLINE_RETRIES = Counter("jb_airline_retries", "Airline calls tried again after a retriable error.", ["airline"])
 CIRCUIT_STATE = Gauge("jb_circuit_state", "Circuit breaker per airline: 0 closed, 1 half-open, 2 open.", ["airline"])
 AIRLINE_QUARANTINED = Gauge(
-    "jb_airline_quarantined", "1 while an airline's MCP tools differ from the approved pin (not called).", ["airline"]
+    "jb_airline_quarantined",
+    "1 while an airline is quarantined, not called: its MCP tools differ from the approved pin, or its host "
+    "resolves to an address the registry does not allow.",
+    ["airline"],
 )
 RATE_LIMIT_WAITS = Counter("jb_rate_limit_waits", "Calls that waited for the airline's rate limit.", ["airline"])
 RATE_LIMIT_WAIT_SECONDS = Counter(
@@ -95,6 +100,11 @@ DLQ_WRITES = Counter("jb_dlq_writes", "Dead letters written, by stage and error 
 DLQ_PENDING = Gauge("jb_dlq_pending", "Dead letters that could not be written yet (the partition waits).", ["stage"])
 DLQ_DEPTH = Gauge("jb_dlq_depth", "Records on the dead-letter topic (end minus start offsets).", registry=None)
 CONSUMER_LAG = Gauge("jb_consumer_lag", "Messages not yet consumed by a group, per topic.", ["group", "topic"])
+ALLOWANCES_SHARED = Gauge(
+    "jb_allowances_shared",
+    "1 while the clients' allowances are counted in Redis (shared by the bridges), 0 while in this process.",
+    registry=None,
+)
 
 
 def serve(*metrics: Counter | Gauge) -> None:

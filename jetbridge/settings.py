@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     # Searches one bridge process holds waiting for their replies; a search beyond it is shed at once
     # (rate_limited) instead of queueing without bound.
     bridge_max_in_flight: int = Field(default=1000, ge=1, validation_alias="JB_BRIDGE_MAX_IN_FLIGHT")
+    # Where the clients' allowances are counted (mcp_bridge/allowances.py): shared, in Redis (REDIS_URL), so
+    # every bridge instance spends the same ones, falling back to this process while Redis does not answer;
+    # local: in this process only (each instance enforces the whole allowance).
+    allowances: Literal["shared", "local"] = Field(default="shared", validation_alias="JB_ALLOWANCES")
 
     # Who may call the bridge (mcp_bridge/auth.py, README "Agents authenticate"). on: a bearer token on every
     # request to /mcp, an OAuth 2.1 JWT from `auth_issuer` (audience the bridge's resource URI) or an API key

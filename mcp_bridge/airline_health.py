@@ -1,15 +1,16 @@
-"""The bridge's view of every airline's circuit breaker, for ``list_airlines``.
+"""The bridge's view of every airline's circuit breaker and quarantine, for ``list_airlines``.
 
 A small background reader of ``jb.airline-health.v1`` (the connectors' ``HealthBoard``, read-only: the
 bridge never calls an airline, so it never reports on one). It starts with the bridge and never stops it:
-while the topic cannot be read, every circuit shows as ``closed`` (unknown), as before the breaker existed.
+while the topic cannot be read, every circuit shows as ``closed`` (unknown), as before the breaker existed, and
+no airline as quarantined.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jetbridge.health_board import HealthBoard
+from jetbridge.health_board import NEVER, HealthBoard
 from jetbridge.runtime import kafka_config
 from jetbridge.settings import Settings
 from jetbridge.topics import TopicNames
@@ -21,12 +22,13 @@ __all__ = ["AirlineHealthView", "CircuitView"]
 
 @dataclass(frozen=True, slots=True)
 class CircuitView:
-    """One airline's circuit as an agent sees it."""
+    """One airline's circuit as an agent sees it, and why a connector worker quarantined it (None: it did not)."""
 
     state: str  # closed | open | half_open
     since: str | None = None
     next_probe_at: str | None = None
     reason: str | None = None
+    quarantine: str | None = None
 
 
 class AirlineHealthView:
@@ -47,9 +49,10 @@ class AirlineHealthView:
             return CircuitView("closed")
         return CircuitView(
             state=health.state.value.lower(),
-            since=health.since.isoformat(timespec="milliseconds"),
+            since=health.since.isoformat(timespec="milliseconds") if health.since > NEVER else None,
             next_probe_at=health.until.isoformat(timespec="milliseconds")
             if health.state is CircuitState.OPEN and health.until is not None
             else None,
             reason=health.reason or None,
+            quarantine=health.quarantine,
         )

@@ -335,11 +335,21 @@ class ScopeGate:
     method and tool name; unauthenticated requests pass to the SDK, which answers them 401.
     """
 
-    def __init__(self, app: ASGIApp, *, metadata_url: str, max_body: int, path: str = "/mcp") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metadata_url: str,
+        max_body: int,
+        path: str = "/mcp",
+        on_refused: Callable[[str, str, Mapping[str, object]], None] | None = None,
+    ) -> None:
         self.app = app
         self.metadata_url = metadata_url
         self.max_body = max_body
         self.path = path
+        # Called with (client, tool, arguments) for each tool call refused here: the bridge audits it.
+        self.on_refused = on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         granted = granted_scopes(scope) if scope["type"] == "http" else None
@@ -357,10 +367,12 @@ class ScopeGate:
             await self.app(scope, receive, send)
             return
         messages, body, whole = await self._peek(receive)
-        tool = _called_tool(body) if whole else None
+        tool, arguments = _called_tool(body) if whole else (None, {})
         needed = TOOL_SCOPES.get(tool or "")
-        if needed is not None and needed not in granted:
+        if tool is not None and needed is not None and needed not in granted:
             log.info("tool call refused: scope missing", tool=tool, scope=needed)
+            if self.on_refused is not None:
+                self.on_refused(scope["user"].access_token.client_id, tool, arguments)
             await self._challenge(send, (needed,), f"{tool} needs the scope {needed}")
             return
         await self.app(scope, _replay(messages, receive), send)
@@ -416,17 +428,19 @@ def _with_scope_hint(send: Send) -> Send:
     return hinted
 
 
-def _called_tool(body: bytes) -> str | None:
-    """The tool a JSON-RPC ``tools/call`` names; None for any other message (or what is not JSON-RPC)."""
+def _called_tool(body: bytes) -> tuple[str | None, Mapping[str, object]]:
+    """The tool a JSON-RPC ``tools/call`` names and its arguments; None for any other message (or what is
+    not JSON-RPC)."""
     try:
         message = json.loads(body)
     except ValueError:
-        return None
+        return None, {}
     if isinstance(message, dict) and message.get("method") == "tools/call":
         params = message.get("params")
         name = params.get("name") if isinstance(params, dict) else None
-        return name if isinstance(name, str) else None
-    return None
+        arguments = params.get("arguments") if isinstance(params, dict) else None
+        return (name if isinstance(name, str) else None), (arguments if isinstance(arguments, dict) else {})
+    return None, {}
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

@@ -1,7 +1,7 @@
 """Who may search what, and how much: the client registry and the bridge's traffic control.
 
-One TOML file (`mcp_bridge/clients.toml` by default, ``JB_CLIENTS_FILE``) says, per client id (the
-``x-client-id`` header today, the token's subject once agents authenticate), which airlines it may search, how
+One TOML file (`mcp_bridge/clients.toml` by default, ``JB_CLIENTS_FILE``) says, per client id (its token's
+client; the ``x-client-id`` header when authentication is off), which airlines it may search, how
 many per search (fan-out), how often (a token bucket: the Throttler), how much a day (quota), how many
 searches without a booking (look-to-book budget) and its longest deadline. ``[defaults]`` is every client's
 allowance; a client's table overrides it field by field. Read strictly, like the airline registry: a field it
@@ -10,7 +10,8 @@ with a `ConfigurationError` naming the file, the table and the field.
 
 Every client id the registry does not name (``anonymous`` included) shares ONE allowance of ``[defaults]``:
 one bucket, one quota, one budget for all of them, so an agent cannot buy more by making up ids.
-The state is this process's: several bridge instances each enforce the whole allowance on what they see.
+The counts are shared by every bridge instance through Redis (`mcp_bridge.allowances`), or kept in this
+process while Redis is away.
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ import contextlib
 import math
 import time
 import tomllib
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from jetbridge.airlines import AirlineRegistry
 from jetbridge.config_files import checked
 from jetbridge.errors import ClientRateLimited, ConfigurationError, InvalidInput, QuotaExceeded
+from mcp_bridge.allowances import Ledger, LocalLedger, Refusal, Spend
+from mcp_bridge.limits import DAY_S, DailyQuota, SearchWindow, TokenBucket
 from mcp_bridge.validation import MIN_DEADLINE_MS, SearchArguments
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
 DEFAULT_CLIENTS = Path(__file__).resolve().parent / "clients.toml"
 # The name under which every client the registry does not know shares the [defaults] allowance.
 DEFAULTS = "[defaults]"
-_DAY_S = 86_400
 
 
 class Entitlement(BaseModel):
@@ -68,7 +68,7 @@ class Entitlement(BaseModel):
     # Look-to-book: searches allowed per booking over look_to_book_window_s; 0: no budget. Bookings do not
     # exist yet, so what is enforced is searches in the trailing window (every one of them without a booking).
     look_to_book_searches: int = Field(default=0, ge=0)
-    look_to_book_window_s: float = Field(default=float(_DAY_S), gt=0)
+    look_to_book_window_s: float = Field(default=float(DAY_S), gt=0)
     # The longest deadline it may ask for (the process's JB_MAX_DEADLINE_MS still caps it).
     max_deadline_ms: int = Field(default=15_000, ge=MIN_DEADLINE_MS)
 
@@ -190,95 +190,12 @@ def _retry_after(wait_s: float) -> float:
     return float(max(1, math.ceil(wait_s - 1e-9)))
 
 
-@dataclass(slots=True)
-class TokenBucket:
-    """The Throttler: ``rate_per_s`` tokens a second, at most ``burst`` held; a search takes one."""
-
-    rate_per_s: float
-    burst: int
-    tokens: float
-    updated: float
-
-    @classmethod
-    def full(cls, rate_per_s: float, burst: int, now: float) -> TokenBucket:
-        return cls(rate_per_s, burst, float(burst), now)
-
-    def wait_s(self, now: float) -> float:
-        """0 when a token is there, else how long until one is."""
-        self._refill(now)
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate_per_s
-
-    def take(self, now: float) -> None:
-        self._refill(now)
-        self.tokens -= 1
-
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self.updated)  # a wall clock set back never drains the bucket
-        self.tokens = min(float(self.burst), self.tokens + elapsed * self.rate_per_s)
-        self.updated = now
-
-
-@dataclass(slots=True)
-class DailyQuota:
-    """Searches per UTC day (``limit`` 0: no quota); the count starts again at midnight UTC."""
-
-    limit: int
-    day: int = -1
-    used: int = 0
-
-    def wait_s(self, now: float) -> float:
-        self._roll(now)
-        if self.limit == 0 or self.used < self.limit:
-            return 0.0
-        return _DAY_S - now % _DAY_S
-
-    def take(self, now: float) -> None:
-        self._roll(now)
-        self.used += 1
-
-    def _roll(self, now: float) -> None:
-        day = int(now // _DAY_S)
-        if day != self.day:
-            self.day, self.used = day, 0
-
-
-@dataclass(slots=True)
-class SearchWindow:
-    """The look-to-book budget's searches side: at most ``limit`` searches without a booking in the trailing
-    ``window_s`` (``limit`` 0: no budget). A booking will start the count again (`booked`)."""
-
-    limit: int
-    window_s: float
-    times: deque[float] = field(default_factory=deque)
-
-    def wait_s(self, now: float) -> float:
-        self._prune(now)
-        if self.limit == 0 or len(self.times) < self.limit:
-            return 0.0
-        return self.times[0] + self.window_s - now
-
-    def take(self, now: float) -> None:
-        if self.limit:
-            self.times.append(now)
-
-    def booked(self) -> None:
-        self.times.clear()
-
-    def _prune(self, now: float) -> None:
-        while self.times and self.times[0] <= now - self.window_s:
-            self.times.popleft()
-
-
-@dataclass(slots=True)
-class _State:
-    bucket: TokenBucket
-    quota: DailyQuota
-    window: SearchWindow
-
-
 class TrafficControl:
-    """What a search may ask (`authorize`) and whether it is let through now (`admitted`), per allowance,
-    plus the bridge's cap on searches waiting for replies (load shedding)."""
+    """What a search may ask (`authorize`) and whether it is let through now (`admit`), per allowance,
+    plus the bridge's cap on searches waiting for replies (load shedding, this process's own).
+
+    The allowances are counted by ``ledger``: in this process (`LocalLedger`, the default) or in Redis,
+    shared by every bridge instance (`SharedLedger`, what `mcp_bridge.server.Bridge` uses)."""
 
     def __init__(
         self,
@@ -288,13 +205,13 @@ class TrafficControl:
         max_in_flight: int,
         process_default_deadline_ms: int,
         clock: Callable[[], float] = time.time,
+        ledger: Ledger | None = None,
     ) -> None:
         self.clients = clients
         self._airlines = airlines
         self.max_in_flight = max_in_flight
         self._default_deadline_ms = process_default_deadline_ms
-        self._clock = clock
-        self._states: dict[str, _State] = {}
+        self.ledger: Ledger = ledger or LocalLedger(clock)
         self.in_flight = 0
 
     def authorize(self, client_id: str, arguments: SearchArguments) -> SearchArguments:
@@ -308,7 +225,7 @@ class TrafficControl:
             return arguments
         return arguments.model_copy(update={"airlines": chosen, "deadline_ms": deadline_ms})
 
-    def admit(self, client_id: str) -> contextlib.AbstractContextManager[None]:
+    async def admit(self, client_id: str) -> contextlib.AbstractContextManager[None]:
         """Let one search through, or raise `ClientRateLimited` / `QuotaExceeded` having counted nothing.
 
         Every limit is checked before any is spent, so a refused search costs the client nothing. The search
@@ -321,36 +238,25 @@ class TrafficControl:
                 retry_after_s=1.0,
             )
         name, allowance = self.clients.allowance(client_id)
-        now = self._clock()
-        state = self._state(name, allowance, now)
-        who = f"client {client_id}" if name != DEFAULTS else f"client {client_id} (the [defaults] allowance)"
-        wait = state.quota.wait_s(now)
-        if wait > 0:
-            retry = _retry_after(wait)
-            raise QuotaExceeded(
-                f"{who} used its daily quota of {allowance.daily_quota} searches (UTC day): try again in {retry:.0f} s",
-                retry_after_s=retry,
-            )
-        wait = state.window.wait_s(now)
-        if wait > 0:
-            retry = _retry_after(wait)
-            raise QuotaExceeded(
-                f"{who} made {allowance.look_to_book_searches} searches without a booking in "
-                f"{allowance.look_to_book_window_s:g} s (look-to-book budget): try again in {retry:.0f} s",
-                retry_after_s=retry,
-            )
-        wait = state.bucket.wait_s(now)
-        if wait > 0:
-            retry = _retry_after(wait)
-            raise ClientRateLimited(
-                f"{who} is over its rate of {allowance.rate_per_s:g} searches/s (burst {allowance.burst}): "
-                f"try again in {retry:.0f} s",
-                retry_after_s=retry,
-            )
-        state.bucket.take(now)
-        state.quota.take(now)
-        state.window.take(now)
+        # Counted as in flight while the ledger answers, so a burst cannot overshoot the cap meanwhile.
         self.in_flight += 1
+        try:
+            refusal = await self.ledger.spend(
+                Spend(
+                    name=name,
+                    rate_per_s=allowance.rate_per_s,
+                    burst=allowance.burst,
+                    daily_quota=allowance.daily_quota,
+                    window_searches=allowance.look_to_book_searches,
+                    window_s=allowance.look_to_book_window_s,
+                )
+            )
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        if refusal is not None:
+            self.in_flight -= 1
+            raise _refused(client_id, name, allowance, refusal)
         return self._in_flight_until_done()
 
     @contextlib.contextmanager
@@ -360,13 +266,24 @@ class TrafficControl:
         finally:
             self.in_flight -= 1
 
-    def _state(self, name: str, allowance: Entitlement, now: float) -> _State:
-        state = self._states.get(name)
-        if state is None:
-            state = _State(
-                TokenBucket.full(allowance.rate_per_s, allowance.burst, now),
-                DailyQuota(allowance.daily_quota),
-                SearchWindow(allowance.look_to_book_searches, allowance.look_to_book_window_s),
-            )
-            self._states[name] = state
-        return state
+
+def _refused(client_id: str, name: str, allowance: Entitlement, refusal: Refusal) -> ClientRateLimited | QuotaExceeded:
+    """The error a client over a limit gets: which limit, and when to come back."""
+    who = f"client {client_id}" if name != DEFAULTS else f"client {client_id} (the [defaults] allowance)"
+    retry = _retry_after(refusal.wait_s)
+    if refusal.limit == "quota":
+        return QuotaExceeded(
+            f"{who} used its daily quota of {allowance.daily_quota} searches (UTC day): try again in {retry:.0f} s",
+            retry_after_s=retry,
+        )
+    if refusal.limit == "window":
+        return QuotaExceeded(
+            f"{who} made {allowance.look_to_book_searches} searches without a booking in "
+            f"{allowance.look_to_book_window_s:g} s (look-to-book budget): try again in {retry:.0f} s",
+            retry_after_s=retry,
+        )
+    return ClientRateLimited(
+        f"{who} is over its rate of {allowance.rate_per_s:g} searches/s (burst {allowance.burst}): "
+        f"try again in {retry:.0f} s",
+        retry_after_s=retry,
+    )

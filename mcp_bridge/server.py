@@ -25,14 +25,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from jetbridge.airlines import AirlineRegistry
-from jetbridge.errors import BackboneUnavailable, DeadlineExceeded, InvalidInput, JetbridgeError, OverLimit
+from jetbridge.errors import (
+    BackboneUnavailable,
+    DeadlineExceeded,
+    InsufficientScope,
+    InvalidInput,
+    JetbridgeError,
+    OverLimit,
+)
 from jetbridge.log import configure_logging, get_logger
 from jetbridge.metrics import metrics_answer
+from jetbridge.redis_client import open_redis
 from jetbridge.runtime import Runtime, kafka_config, open_runtime, run
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames
 from mcp_bridge.airline_health import AirlineHealthView, CircuitView
-from mcp_bridge.auth import BridgeAuth, ScopedToolList, ScopeGate, open_auth
+from mcp_bridge.allowances import SharedLedger
+from mcp_bridge.auth import TOOL_SCOPES, BridgeAuth, ScopedToolList, ScopeGate, open_auth
 from mcp_bridge.boundary import SessionLimits, StampArrival, arrived_at, client_id
 from mcp_bridge.correlator import ReplyCorrelator
 from mcp_bridge.service import REPLY_GRACE_S, SearchResult, SearchService
@@ -52,6 +61,9 @@ __all__ = [
 
 log = get_logger(__name__)
 
+# How long a search waits for Redis to count it against its client's allowance before counting it here.
+ALLOWANCE_TIMEOUT_S = 0.25
+
 INSTRUCTIONS = (
     "Jetbridge searches flight offers across many airlines at once. Call list_airlines to see who is "
     "connected, then search_offers with IATA airport codes and dates (YYYY-MM-DD). Offers come back merged "
@@ -61,7 +73,8 @@ INSTRUCTIONS = (
 
 
 class AirlineInfo(BaseModel):
-    """One connected airline; ``status`` is active, disabled, circuit_open or half_open (being probed)."""
+    """One connected airline; ``status`` is active, disabled, quarantined (not called until an operator acts, see
+    ``quarantine_reason``), circuit_open or half_open (being probed)."""
 
     code: str
     name: str
@@ -72,6 +85,7 @@ class AirlineInfo(BaseModel):
     circuit_since: str | None = None
     next_probe_at: str | None = None
     circuit_reason: str | None = None
+    quarantine_reason: str | None = None
 
 
 class CircuitLookup(Protocol):
@@ -105,7 +119,10 @@ def airline_infos(registry: AirlineRegistry, health: CircuitLookup | None = None
     infos: list[AirlineInfo] = []
     for a in registry:
         circuit = health.circuit(a.code) if health is not None else CircuitView("closed")
+        # A quarantine outranks the circuit: no probe ends it, only an operator (or the airline undoing its change).
         status = {"open": "circuit_open", "half_open": "half_open"}.get(circuit.state, "active")
+        if circuit.quarantine is not None:
+            status = "quarantined"
         infos.append(
             AirlineInfo(
                 code=a.code,
@@ -117,6 +134,7 @@ def airline_infos(registry: AirlineRegistry, health: CircuitLookup | None = None
                 circuit_since=circuit.since,
                 next_probe_at=circuit.next_probe_at,
                 circuit_reason=circuit.reason,
+                quarantine_reason=circuit.quarantine,
             )
         )
     return infos
@@ -150,9 +168,15 @@ class Bridge:
         # What list_airlines says of each airline's circuit breaker, read from the connectors' health topic.
         airline_health = AirlineHealthView(settings, runtime.codec, instance_id)
         try:
-            await correlator.start()
-            await airline_health.start()
-            yield cls(runtime, correlator, airline_health)
+            async with open_redis(settings.redis_url, timeout_s=ALLOWANCE_TIMEOUT_S) as redis:
+                await correlator.start()
+                await airline_health.start()
+                bridge = cls(runtime, correlator, airline_health)
+                if settings.allowances == "shared":
+                    # Every bridge instance spends the clients' allowances in the same Redis.
+                    ledger = SharedLedger(redis, prefix=settings.topic_prefix, timeout_s=ALLOWANCE_TIMEOUT_S)
+                    bridge.service.traffic.ledger = ledger
+                yield bridge
         finally:
             await airline_health.close()
             await correlator.close()
@@ -289,15 +313,17 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge", auth: Bridg
         description=(
             "Search flight offers from every connected airline that flies the route. Returns offers sorted "
             "by total price (all passengers, taxes included) and a status per airline: ok, timeout, error, "
-            "circuit_open (the airline is failing and was not called) or not_served."
+            "circuit_open (the airline is failing and was not called), quarantined (not called until an "
+            "operator approves it) or not_served."
         ),
     )
 
     @server.tool(
         description=(
             "The airlines Jetbridge connects to that you may search: code, name, connector kind, routes served, "
-            "status (active, disabled, circuit_open: failing and not called until its next probe, half_open: "
-            "being probed), "
+            "status (active, disabled, quarantined: not called at all until an operator acts, why in "
+            "quarantine_reason, circuit_open: failing and not called until its next probe, half_open: being "
+            "probed), "
             "and its circuit breaker's state, since when, next probe time and reason."
         )
     )
@@ -393,11 +419,18 @@ def http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.0.1") 
     # per token client, not per a header any caller could set. Starlette builds its stack at the first request.
     per_client, idle_s = settings.bridge_max_sessions_per_client, settings.bridge_session_idle_s
     app.user_middleware.append(Middleware(SessionLimits, per_client=per_client, idle_s=idle_s))
-    auth = server.auth if isinstance(server, _ClosedToolsServer) else None
-    if auth is not None:
+    if isinstance(server, _ClosedToolsServer) and server.auth is not None:
+        auth, backend = server.auth, server.backend
         metadata_url = auth.metadata_url()
+
+        def audit(client: str, tool: str, arguments: Mapping[str, object]) -> None:
+            if backend is not None:
+                error = InsufficientScope(f"{tool} needs the scope {TOOL_SCOPES[tool]}")
+                started = asyncio.get_running_loop().time()
+                backend.refused(error, arguments, client_id=client, started=started, tool=tool)
+
         app.user_middleware.append(
-            Middleware(ScopeGate, metadata_url=metadata_url, max_body=settings.bridge_max_body_bytes)
+            Middleware(ScopeGate, metadata_url=metadata_url, max_body=settings.bridge_max_body_bytes, on_refused=audit)
         )
         # Ahead of the SDK's own metadata route, which lists only the scopes every request needs (none here).
         app.router.routes[:0] = auth.metadata_routes()

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, Field
 
-from jetbridge.errors import BackboneUnavailable, InvalidInput, JetbridgeError, OverLimit
+from jetbridge.errors import AirlineQuarantined, BackboneUnavailable, InvalidInput, JetbridgeError, OverLimit
 from jetbridge.kafka import event_headers, new_traceparent
 from jetbridge.log import get_logger
 from jetbridge.metrics import SEARCH_SECONDS, SEARCHES
@@ -29,7 +29,7 @@ from jetbridge.topics import TopicNames
 from mcp_bridge.correlator import ReplyCorrelator
 from mcp_bridge.entitlements import TrafficControl, load_clients
 from mcp_bridge.validation import SearchArguments, SearchRules
-from schemas.models import AuditRecord, Offer, SearchReply, SearchRequest, now_utc
+from schemas.models import AirlineOutcome, AirlineStatus, AuditRecord, Offer, SearchReply, SearchRequest, now_utc
 
 __all__ = [
     "REPLY_GRACE_S",
@@ -125,6 +125,14 @@ class AirlineView(BaseModel):
     latency_ms: int | None = None
 
 
+def _airline_status(status: AirlineStatus) -> str:
+    """What the agent reads of one airline's part: the reply's outcome, and ``quarantined`` for an airline not
+    called because an operator must look at it first (its MCP tools changed, or its endpoint is refused)."""
+    if status.status is AirlineOutcome.ERROR and status.error_code == AirlineQuarantined.code:
+        return "quarantined"
+    return status.status.value.lower()
+
+
 class SearchResult(BaseModel):
     request_id: str
     status: str
@@ -169,7 +177,7 @@ def result_of(reply: SearchReply, elapsed_ms: int) -> SearchResult:
         airlines=[
             AirlineView(
                 airline=a.airline,
-                status=a.status.value.lower(),
+                status=_airline_status(a),
                 error_code=a.error_code,
                 offer_count=a.offer_count,
                 latency_ms=a.latency_ms,
@@ -249,7 +257,7 @@ class SearchService:
         digest = arguments_sha256(arguments)
         try:
             arguments = self.traffic.authorize(client_id, arguments)
-            admission = self.traffic.admit(client_id)
+            admission = await self.traffic.admit(client_id)
         except (InvalidInput, OverLimit) as exc:
             self.refused(exc, digest, client_id=client_id, started=started)
             raise

@@ -279,6 +279,8 @@ class AirlineHealth(Event):
     throttled_until: AwareDatetime | None = None
     reporter: str
     reported_at: AwareDatetime
+    quarantine: str | None = None
+    quarantine_changed_at: AwareDatetime | None = None
 
 
 class AuditRecord(Event):

@@ -10,6 +10,7 @@ to 483 MB and answered every client 503 for up to 30 minutes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -104,8 +105,15 @@ def start_bridge(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
 @pytest.fixture
 async def bridge(space: TopicSpace, test_home: Path) -> AsyncIterator[BridgeProcess]:
     """One bridge process with the shipped boundary settings, on a topic space and a port of its own."""
+    async with running_bridge(space, test_home) as process:
+        yield process
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(space: TopicSpace, test_home: Path, name: str = "bridge") -> AsyncIterator[BridgeProcess]:
+    """A bridge process on the topic space; bridges of one space share its API keys and client registry."""
     port = free_port()
-    log_path = test_home / "logs" / f"{space.prefix}bridge.log"
+    log_path = test_home / "logs" / f"{space.prefix}{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     keys_file = test_home / "auth" / f"{space.prefix}api-keys.toml"
     clients_file = test_home / f"{space.prefix}clients.toml"
@@ -114,6 +122,7 @@ async def bridge(space: TopicSpace, test_home: Path) -> AsyncIterator[BridgeProc
         os.environ,
         KAFKA_BOOTSTRAP_SERVERS=space.settings.kafka_bootstrap_servers,
         SCHEMA_REGISTRY_URL=space.settings.schema_registry_url,
+        REDIS_URL=space.settings.redis_url,
         JB_HOME=str(test_home),
         JB_AUTH="on",
         JB_API_KEYS_FILE=str(keys_file),
@@ -324,3 +333,20 @@ async def test_an_agent_over_its_rate_is_rate_limited_and_nothing_is_published(
     assert answer["isError"] is True
     assert "(code rate_limited, retriable, retry_after_s" in answer["content"][0]["text"]
     assert requests_after == requests_before
+
+
+async def test_two_bridges_share_an_agents_allowance(bridge: BridgeProcess, space: TopicSpace, test_home: Path) -> None:
+    """The client's allowance is counted in Redis: its one search a minute, spent on one bridge, is spent on
+    the other too."""
+    departure = (datetime.now(UTC).date() + timedelta(days=14)).isoformat()
+    search = {
+        "name": "search_offers",
+        "arguments": {"origin": "LHR", "destination": "JFK", "departure_date": departure, "deadline_ms": 300},
+    }
+    async with running_bridge(space, test_home, "bridge-2") as second, httpx.AsyncClient(timeout=10) as http:
+        second.keys = bridge.keys  # one keys file: the same agent, the same key, on either bridge
+        first_answer = rpc_result(await rpc(http, bridge, "slow-agent", "tools/call", search))
+        second_answer = rpc_result(await rpc(http, second, "slow-agent", "tools/call", search))
+    assert "rate_limited" not in json.dumps(first_answer)
+    assert second_answer["isError"] is True
+    assert "(code rate_limited, retriable, retry_after_s" in second_answer["content"][0]["text"]

@@ -252,6 +252,7 @@ async def test_tools_list_shows_each_caller_the_tools_its_scopes_allow_and_a_cal
     assert challenge(refused)["error"] == "insufficient_scope"
     assert challenge(refused)["scope"] == "offers:read"  # what to ask the issuer for (step-up)
     assert stack.backend.clients == []  # the refused search reached nothing
+    assert stack.backend.refusals == [("search_offers", "", "acme")]  # and is audited as refused
     assert answered.status_code == 200
     assert "result" in answered.text
 

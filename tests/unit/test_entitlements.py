@@ -23,14 +23,12 @@ from mcp_bridge.entitlements import (
     DEFAULT_CLIENTS,
     DEFAULTS,
     ClientRegistry,
-    DailyQuota,
     Entitlement,
-    SearchWindow,
-    TokenBucket,
     TrafficControl,
     choose_airlines,
     load_clients,
 )
+from mcp_bridge.limits import DailyQuota, SearchWindow, TokenBucket
 from mcp_bridge.service import SearchService, arguments_sha256
 from mcp_bridge.validation import SearchArguments, SearchRules
 from schemas.codec import AvroCodec
@@ -64,8 +62,8 @@ def control(clients: ClientRegistry, clock: FakeClock, *, max_in_flight: int = 1
     return TrafficControl(clients, AIRLINES, max_in_flight=max_in_flight, process_default_deadline_ms=3000, clock=clock)
 
 
-def let_through(traffic: TrafficControl, client_id: str) -> None:
-    with traffic.admit(client_id):
+async def let_through(traffic: TrafficControl, client_id: str) -> None:
+    with await traffic.admit(client_id):
         pass
 
 
@@ -114,80 +112,80 @@ def test_the_look_to_book_window_counts_searches_in_the_trailing_window_until_a_
 # ---- traffic control ----
 
 
-def test_a_client_over_its_rate_is_rate_limited_with_a_retry_after_and_recovers_after_it() -> None:
+async def test_a_client_over_its_rate_is_rate_limited_with_a_retry_after_and_recovers_after_it() -> None:
     clock = FakeClock()
     clients = ClientRegistry(Entitlement(), {"slow": Entitlement(rate_per_s=0.5, burst=2)})
     traffic = control(clients, clock)
-    let_through(traffic, "slow")
-    let_through(traffic, "slow")
+    await let_through(traffic, "slow")
+    await let_through(traffic, "slow")
     with pytest.raises(ClientRateLimited) as caught:
-        traffic.admit("slow")
+        await traffic.admit("slow")
     assert caught.value.code == "rate_limited"
     assert caught.value.retriable
     assert caught.value.retry_after_s == 2.0
     assert "0.5 searches/s (burst 2)" in caught.value.message
     clock.advance(caught.value.retry_after_s)
-    let_through(traffic, "slow")
+    await let_through(traffic, "slow")
 
 
-def test_a_client_past_its_daily_quota_gets_quota_exceeded_until_midnight_utc() -> None:
+async def test_a_client_past_its_daily_quota_gets_quota_exceeded_until_midnight_utc() -> None:
     clock = FakeClock(NEAR_MIDNIGHT - 5)
     traffic = control(ClientRegistry(Entitlement(), {"small": Entitlement(daily_quota=1)}), clock)
-    let_through(traffic, "small")
+    await let_through(traffic, "small")
     with pytest.raises(QuotaExceeded) as caught:
-        traffic.admit("small")
+        await traffic.admit("small")
     assert caught.value.code == "quota_exceeded"
     assert caught.value.retry_after_s == 15.0
     assert "daily quota of 1" in caught.value.message
     clock.advance(15)
-    let_through(traffic, "small")
+    await let_through(traffic, "small")
 
 
-def test_searches_without_a_booking_past_the_look_to_book_budget_get_quota_exceeded() -> None:
+async def test_searches_without_a_booking_past_the_look_to_book_budget_get_quota_exceeded() -> None:
     clock = FakeClock()
     allowance = Entitlement(look_to_book_searches=2, look_to_book_window_s=600)
     traffic = control(ClientRegistry(Entitlement(), {"looker": allowance}), clock)
-    let_through(traffic, "looker")
+    await let_through(traffic, "looker")
     clock.advance(100)
-    let_through(traffic, "looker")
+    await let_through(traffic, "looker")
     with pytest.raises(QuotaExceeded, match="look-to-book") as caught:
-        traffic.admit("looker")
+        await traffic.admit("looker")
     assert caught.value.retry_after_s == 500.0
 
 
-def test_a_refused_search_spends_nothing_of_the_allowance() -> None:
+async def test_a_refused_search_spends_nothing_of_the_allowance() -> None:
     clock = FakeClock(NEAR_MIDNIGHT + 5)
     allowance = Entitlement(daily_quota=1, rate_per_s=0.001, burst=2)
     traffic = control(ClientRegistry(Entitlement(), {"c": allowance}), clock)
-    let_through(traffic, "c")
+    await let_through(traffic, "c")
     for _ in range(3):
         with pytest.raises(QuotaExceeded):
-            traffic.admit("c")
+            await traffic.admit("c")
     clock.advance(5)  # a new UTC day; the bucket refilled next to nothing
-    let_through(traffic, "c")  # the token the refusals did not take
+    await let_through(traffic, "c")  # the token the refusals did not take
 
 
-def test_clients_the_registry_does_not_name_share_one_defaults_allowance() -> None:
+async def test_clients_the_registry_does_not_name_share_one_defaults_allowance() -> None:
     clock = FakeClock()
     traffic = control(ClientRegistry(Entitlement(rate_per_s=1, burst=2), {"vip": Entitlement()}), clock)
-    let_through(traffic, "anonymous")
-    let_through(traffic, "made-up-id")
+    await let_through(traffic, "anonymous")
+    await let_through(traffic, "made-up-id")
     with pytest.raises(ClientRateLimited, match=r"\[defaults\] allowance"):
-        traffic.admit("another-made-up-id")
-    let_through(traffic, "vip")
+        await traffic.admit("another-made-up-id")
+    await let_through(traffic, "vip")
     assert traffic.clients.allowance("nobody")[0] == DEFAULTS
 
 
-def test_the_bridge_sheds_searches_past_its_in_flight_cap_and_takes_them_again_once_replies_came() -> None:
+async def test_the_bridge_sheds_searches_past_its_in_flight_cap_and_takes_them_again_once_replies_came() -> None:
     traffic = control(ClientRegistry(Entitlement()), FakeClock(), max_in_flight=2)
-    first, second = traffic.admit("a"), traffic.admit("b")
+    first, second = await traffic.admit("a"), await traffic.admit("b")
     with first, second:
         assert traffic.in_flight == 2
         with pytest.raises(ClientRateLimited, match="JB_BRIDGE_MAX_IN_FLIGHT") as caught:
-            traffic.admit("c")
+            await traffic.admit("c")
         assert caught.value.retry_after_s == 1.0
     assert traffic.in_flight == 0
-    let_through(traffic, "c")
+    await let_through(traffic, "c")
 
 
 # ---- airlines, fan-out, deadline ----
@@ -311,7 +309,7 @@ def service_with(clients: ClientRegistry, producer: RecordingProducer) -> Search
 async def test_a_refused_search_publishes_its_audit_record_and_nothing_else() -> None:
     producer = RecordingProducer()
     service = service_with(ClientRegistry(Entitlement(), {"broke": Entitlement(daily_quota=1)}), producer)
-    let_through(service.traffic, "broke")  # its one search of the day
+    await let_through(service.traffic, "broke")  # its one search of the day
     arguments = search(airlines=["BA"])
     with pytest.raises(QuotaExceeded):
         await service.search(arguments, client_id="broke")
