@@ -33,6 +33,7 @@ __all__ = [
     "Airline",
     "AirlineRegistry",
     "BreakerPolicy",
+    "CachePolicy",
     "ConnectorKind",
     "RateLimit",
     "RetryPolicy",
@@ -122,6 +123,16 @@ class RateLimit(_Strict):
     burst: int = Field(default=50, ge=1)
 
 
+class CachePolicy(_Strict):
+    """How long an airline's answers may be reused from the offer cache (jetbridge/offer_cache.py)."""
+
+    # Seconds an answer is fresh (served without calling the airline), never past its first offer's expiry;
+    # 0: never fresh (every search calls the airline), kept only to answer stale when the airline cannot.
+    fresh_s: float = Field(default=60.0, ge=0, le=86_400)
+    # Whether its stale answers (past fresh, before their offers expire) stand in when it cannot answer live.
+    serve_stale: bool = True
+
+
 def _default_retry() -> dict[str, RetryPolicy]:
     return {op: RetryPolicy() for op in OPERATIONS}
 
@@ -145,6 +156,7 @@ class Airline:
     retry: Mapping[str, RetryPolicy] = field(default_factory=_default_retry, repr=False, hash=False)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy, repr=False)
     rate_limit: RateLimit = field(default_factory=RateLimit, repr=False)
+    cache: CachePolicy = field(default_factory=CachePolicy, repr=False)
     # Where its MCP tools' approved pin is kept (kind mcp only); None: connectors/mcp_pins.toml.
     mcp_pins: Path | None = field(default=None, repr=False)
     # The non-public hosts the registry lets an endpoint be (its private_endpoints_allowed); none by default.
@@ -218,6 +230,7 @@ class _AirlineEntry(_Strict):
     retry: dict[str, dict[str, Any]] = Field(default_factory=dict)
     breaker: dict[str, Any] = Field(default_factory=dict)
     rate_limit: dict[str, Any] = Field(default_factory=dict)
+    cache: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _rest_has_a_mapping(self) -> Self:
@@ -227,11 +240,12 @@ class _AirlineEntry(_Strict):
 
 
 class _Defaults(_Strict):
-    """The ``[defaults]`` table: every airline's protection."""
+    """The ``[defaults]`` table: every airline's protection and cache policy."""
 
     retry: dict[str, dict[str, Any]] = Field(default_factory=dict)
     breaker: dict[str, Any] = Field(default_factory=dict)
     rate_limit: dict[str, Any] = Field(default_factory=dict)
+    cache: dict[str, Any] = Field(default_factory=dict)
 
 
 class _RegistryFile(_Strict):
@@ -248,7 +262,7 @@ class _RegistryFile(_Strict):
 
 
 M = TypeVar("M", bound=BaseModel)
-P = TypeVar("P", RetryPolicy, BreakerPolicy, RateLimit)
+P = TypeVar("P", RetryPolicy, BreakerPolicy, RateLimit, CachePolicy)
 
 
 def _checked(model: type[M], data: object, path: Path, table: str) -> M:
@@ -329,6 +343,7 @@ def load_registry(path: Path | None = None) -> AirlineRegistry:
     retry = _retry_policies(defaults.retry, _default_retry(), path, "defaults.retry")
     breaker = _policy(BreakerPolicy(), defaults.breaker, path, "defaults.breaker")
     rate_limit = _policy(RateLimit(), defaults.rate_limit, path, "defaults.rate_limit")
+    cache = _policy(CachePolicy(), defaults.cache, path, "defaults.cache")
     pins = (path.parent / registry.mcp_pins).resolve() if registry.mcp_pins else None
     allowed = _allowed(registry.private_endpoints_allowed, path)
     airlines: list[Airline] = []
@@ -355,6 +370,7 @@ def load_registry(path: Path | None = None) -> AirlineRegistry:
                 retry=_retry_policies(entry.retry, retry, path, f"{where}.retry"),
                 breaker=_policy(breaker, entry.breaker, path, f"{where}.breaker"),
                 rate_limit=_policy(rate_limit, entry.rate_limit, path, f"{where}.rate_limit"),
+                cache=_policy(cache, entry.cache, path, f"{where}.cache"),
                 mcp_pins=pins,
                 private_endpoints=allowed,
             )

@@ -25,6 +25,11 @@ at 0. Label values are bounded sets (stage, airline code, status, error code), n
     jb_dlq_depth                       gauge      -                 stream workers (records on jb.dlq.v1)
     jb_consumer_lag                    gauge      group, topic      stream and connector workers
     jb_allowances_shared               gauge      -                 bridge (1: clients' allowances counted in Redis)
+    jb_cache_available                 gauge      -                 router, connectors (1: the offer cache answers)
+    jb_cache_lookups_total             counter    airline, result   router (hit, miss, stale, bypass)
+    jb_cache_calls_saved_total         counter    airline           router, connectors (answered from the cache)
+    jb_cache_stale_serves_total        counter    airline           router, connectors (stale offers served)
+    jb_cache_coalesced_total           counter    airline           connectors (calls that waited for another's)
 """
 
 from __future__ import annotations
@@ -100,6 +105,23 @@ DLQ_WRITES = Counter("jb_dlq_writes", "Dead letters written, by stage and error 
 DLQ_PENDING = Gauge("jb_dlq_pending", "Dead letters that could not be written yet (the partition waits).", ["stage"])
 DLQ_DEPTH = Gauge("jb_dlq_depth", "Records on the dead-letter topic (end minus start offsets).", registry=None)
 CONSUMER_LAG = Gauge("jb_consumer_lag", "Messages not yet consumed by a group, per topic.", ["group", "topic"])
+CACHE_AVAILABLE = Gauge(
+    "jb_cache_available", "1 while the offer cache (Redis) answers, 0 while it does not.", registry=None
+)
+CACHE_LOOKUPS = Counter(
+    "jb_cache_lookups",
+    "Offer cache lookups by the router, by airline and result (hit, miss, stale, bypass).",
+    ["airline", "result"],
+)
+CACHE_CALLS_SAVED = Counter("jb_cache_calls_saved", "Airline calls not made: answered from the cache.", ["airline"])
+CACHE_STALE_SERVES = Counter(
+    "jb_cache_stale_serves", "Stale cached offers served because the airline could not answer live.", ["airline"]
+)
+CACHE_COALESCED = Counter(
+    "jb_cache_coalesced",
+    "Airline calls not made: an identical search's call was in flight (single flight).",
+    ["airline"],
+)
 ALLOWANCES_SHARED = Gauge(
     "jb_allowances_shared",
     "1 while the clients' allowances are counted in Redis (shared by the bridges), 0 while in this process.",

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # The shared cache (jetbridge/redis_client.py): the local stack's Redis (infra/redis/redis.sh) by default;
     # any other, credentials and TLS (rediss://) included, by its URL. When set, `jetbridge up` starts none.
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    # The offer cache (jetbridge/offer_cache.py; README "The offer cache"): on, the router answers fresh repeats
+    # from Redis and the connectors fill it, coalesce identical calls and stand in stale answers; off: every
+    # search calls the airlines. How long an answer stays fresh is each airline's (registry: cache.fresh_s).
+    cache: Literal["on", "off"] = Field(default="on", validation_alias="JB_CACHE")
 
     home: Path = Field(default=REPO_ROOT / ".jetbridge", validation_alias="JB_HOME")
     log_format: str = Field(default="auto", validation_alias="JB_LOG_FORMAT")  # auto | json | console

@@ -30,6 +30,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "Offer",
+    "OfferSource",
     "ReplyStatus",
     "ResponseStatus",
     "SearchCriteria",
@@ -90,6 +91,7 @@ class SearchRequest(Event):
     criteria: SearchCriteria
     airlines: list[str] | None = None
     max_offers: int
+    fresh: bool = False
     deadline: AwareDatetime
     created_at: AwareDatetime
 
@@ -152,6 +154,12 @@ class ErrorInfo(_Model):
     retriable: bool
 
 
+class OfferSource(StrEnum):
+    LIVE = "LIVE"
+    CACHE = "CACHE"
+    STALE = "STALE"
+
+
 class AirlineResponse(Event):
     SCHEMA: ClassVar[str] = "airline_response.avsc"
 
@@ -165,6 +173,8 @@ class AirlineResponse(Event):
     latency_ms: int
     attempts: int = 1
     produced_at: AwareDatetime
+    source: OfferSource = OfferSource.LIVE
+    cached_at: AwareDatetime | None = None
 
 
 class ReplyStatus(StrEnum):
@@ -188,6 +198,8 @@ class AirlineStatus(_Model):
     error_code: str | None = None
     offer_count: int = 0
     latency_ms: int | None = None
+    source: str | None = None
+    age_ms: int | None = None
 
 
 class SearchReply(Event):

@@ -4,9 +4,9 @@ A stack of its own (home, ports and topic prefix) runs with real-looking airline
 environment. Searches go through every failure path that writes something about an airline call (an airline
 refusing connections, one answering malformed bodies, one answering 500, a refused tool call), with the
 agents' credentials too: a bearer token, an API key made by `jetbridge keys create`, and tokens the bridge
-refuses (forged, revoked). Then every log file of the stack and every record on the DLQ, audit and reply
-topics is searched for all of them. The simulators see the airline keys (they are the airlines), so their
-own log is left out.
+refuses (forged, revoked). Then every log file of the stack and every record on every topic those searches
+went through (requests, each airline's calls, responses, airline health, replies, DLQ, audit) is searched for
+all of them. The simulators see the airline keys (they are the airlines), so their own log is left out.
 """
 
 from __future__ import annotations
@@ -19,6 +19,15 @@ import pytest
 
 from infra.stack.backends import Infra
 from jetbridge.settings import Settings
+from jetbridge.topics import (
+    AIRLINE_HEALTH,
+    AIRLINE_RESPONSES,
+    AUDIT,
+    DLQ,
+    REPLIES,
+    REQUESTS,
+    airline_calls_topic,
+)
 from mcp_bridge.agent import open_agent
 from tests.conftest import PORT_SHIFT
 from tests.e2e.conftest import Stack, call_tool, error_text, running_stack
@@ -99,11 +108,14 @@ async def test_credentials_appear_in_no_log_line_dead_letter_audit_record_or_rep
 
     probe = KafkaProbe(settings)
     leaks: list[str] = []
-    for topic in ("jb.dlq.v1", "jb.audit.v1", "jb.replies.v1"):
+    # Every topic an event of these searches went through: the agent's token must stay at the bridge (events
+    # carry the client id), the airlines' credentials in the connectors.
+    topics = [REQUESTS, AIRLINE_RESPONSES, AIRLINE_HEALTH, REPLIES, DLQ, AUDIT]
+    for topic in [*topics, *(airline_calls_topic(code) for code in SECRETS)]:
         name = PREFIX + topic
         since = dict.fromkeys(await probe.end_offsets(name), 0)
         records = await probe.read_since(name, since, until_s=3)
-        if topic == "jb.dlq.v1":
+        if topic == DLQ:
             assert records, "the malformed answers were dead-lettered (the path that quotes airline errors)"
         for record in records:
             raw = bytes(record.value() or b"").decode("utf-8", "replace") + repr(KafkaProbe.headers(record))

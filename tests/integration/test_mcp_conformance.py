@@ -1,5 +1,5 @@
 """The MCP conformance suite (``@modelcontextprotocol/conformance``, pinned in tools/conformance) against a real
-``python -m mcp_bridge`` process on Kafka with auth on, its tokens from the development issuer.
+``python -m mcp_bridge`` process on Kafka with auth on, holding an API key of the bridge.
 
 The suite's authorization scenarios (``auth/…``) are all *client* scenarios: each starts the suite's own mock
 authorization server and mock MCP resource server and grades the OAuth client under test. None tests a
@@ -16,10 +16,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
-from infra.auth.dev_issuer import CLIENTS_FILE, add_client, auth_dir
 from jetbridge.settings import REPO_ROOT
-from tests.integration.test_bridge_boundary import INITIALIZE, MCP_HEADERS, BridgeProcess, start_bridge
-from tests.support.streams_worker import TopicSpace, free_port
+from tests.integration.test_bridge_boundary import INITIALIZE, MCP_HEADERS, BridgeProcess, running_bridge
+from tests.support.streams_worker import TopicSpace
 
 TOOLS = REPO_ROOT / "tools" / "conformance"
 SUITE = TOOLS / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
@@ -153,97 +149,11 @@ class AuthedBridge:
     token: str
 
 
-def _tail(log: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def start_issuer(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """The development issuer (infra/auth/dev_issuer.py) at JB_AUTH_ISSUER, its key and clients in $JB_HOME/auth."""
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "infra.auth.dev_issuer"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-
-async def _wait_until(url: str, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    async with httpx.AsyncClient(timeout=1.0, trust_env=False) as http:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"{what} exited with {proc.returncode}: {_tail(log)}")
-            try:
-                if (await http.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"{what} not up after 60 s: {_tail(log)}"
-            await asyncio.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @pytest.fixture
-async def authed_bridge(space: TopicSpace, test_home: Path, tmp_path: Path) -> AsyncIterator[AuthedBridge]:
-    """The development issuer and one bridge that requires its tokens, and a token of a registered client."""
-    issuer_port, bridge_port = free_port(), free_port()
-    issuer = f"http://127.0.0.1:{issuer_port}"
-    logs = test_home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=space.settings.kafka_bootstrap_servers,
-        SCHEMA_REGISTRY_URL=space.settings.schema_registry_url,
-        JB_HOME=str(tmp_path),
-        JB_TOPIC_PREFIX=space.prefix,
-        JB_BRIDGE_HOST="127.0.0.1",
-        JB_BRIDGE_PORT=str(bridge_port),
-        JB_AUTH="on",
-        JB_AUTH_ISSUER=issuer,
-        JB_LOG_FORMAT="json",
-        JB_LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-    )
-    for key in ("JB_AUTH_RESOURCE", "JB_AUTH_JWKS_URL", "JB_API_KEYS_FILE"):
-        env.pop(key, None)
-    secret = add_client(auth_dir(tmp_path) / CLIENTS_FILE, CLIENT_ID, ["offers:read"])
-    issuer_log = logs / f"{space.prefix}conformance-issuer.log"
-    issuer_proc = start_issuer(env, issuer_log)
-    bridge_proc: subprocess.Popen[bytes] | None = None
-    try:
-        await _wait_until(f"{issuer}/.well-known/oauth-authorization-server", issuer_proc, "the issuer", issuer_log)
-        bridge_log = logs / f"{space.prefix}conformance-bridge.log"
-        bridge_proc = start_bridge(env, bridge_log)
-        bridge = BridgeProcess(bridge_proc, f"http://127.0.0.1:{bridge_port}/mcp", bridge_log)
-        await _wait_until(f"http://127.0.0.1:{bridge_port}/health", bridge_proc, "the bridge", bridge_log)
-        async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
-            granted = await http.post(
-                f"{issuer}/token",
-                data={"grant_type": "client_credentials", "resource": bridge.url},
-                auth=(CLIENT_ID, secret),
-            )
-        assert granted.status_code == 200, granted.text
-        yield AuthedBridge(bridge, str(granted.json()["access_token"]))
-    finally:
-        if bridge_proc is not None:
-            _stop(bridge_proc)
-        _stop(issuer_proc)
+async def authed_bridge(space: TopicSpace, test_home: Path) -> AsyncIterator[AuthedBridge]:
+    """A bridge process that requires a bearer token (auth on, as shipped), and an API key of its own."""
+    async with running_bridge(space, test_home, "conformance-bridge") as bridge:
+        yield AuthedBridge(bridge, bridge.keys_for([CLIENT_ID])[0])
 
 
 @dataclass
