@@ -12,7 +12,7 @@ from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
-_OURS = ("infra.stack.supervisor", "infra.simulators", "streams", "connectors", "mcp_bridge")
+_OURS = ("infra.stack.supervisor", "infra.simulators", "infra.auth.dev_issuer", "streams", "connectors", "mcp_bridge")
 
 
 def _alive(pid: int) -> bool:
