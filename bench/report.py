@@ -297,3 +297,35 @@ def write_counts_summary(path: Path, results: dict[str, Any]) -> None:
         "The synthetic registry is `airlines.toml` beside this file; every figure is in `results.json`.",
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_cache_summary(path: Path, results: dict[str, Any]) -> None:
+    """The cache-hit scenario's report: both systems side by side, then the cost of one hit."""
+    scenario, hit = results["scenario"], results["cache_hit"]
+    lines = [
+        f"# Jetbridge benchmark: repeated searches and the offer cache, {results['date']}",
+        "",
+        f"{scenario['repeated_share']:.0%} of the searches repeat one of {scenario['pool']} searches (LHR-JFK), the "
+        f"rest are new; {scenario['rate']:g} searches/s offered to each system for {scenario['hold_s']:g} s "
+        "measured. Airline calls are counted at the simulators.",
+        "",
+        "| system | answered/s | p50 ms | p99 ms | errors | airline calls per search | CPU per search |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in results["runs"]:
+        latency = run["latency_ms"]
+        lines.append(
+            f"| {run['system']} | {run['answered_per_s']:g} | {latency['p50']:.0f} | {latency['p99']:.0f} | "
+            f"{run['error_rate'] * 100:.2f} % | {run['airline_calls_per_search']:.2f} | "
+            f"{run['cpu_s_per_request']['total'] * 1000:.1f} ms |"
+        )
+    lines += [
+        "",
+        f"A cache hit ({hit['probes']} identical searches in one session, after the first filled the cache): "
+        f"p50 {hit['through_jetbridge_ms']['p50']:.1f} ms through Jetbridge (MCP, Kafka, router, aggregator) "
+        f"against {hit['direct_redis_ms']['p50']:.2f} ms reading the same {hit['entries_read_directly']} "
+        f"airlines' entries straight from Redis: **{hit['added_p50_ms']:.1f} ms added**. Airline sources seen: "
+        f"{hit['airline_sources']}.",
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")

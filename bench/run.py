@@ -87,6 +87,9 @@ class BenchConfig:
     airline_counts: list[int] = field(default_factory=list)
     airline_counts_rate: float = 10.0
     synthetic_latency_ms: list[int] = field(default_factory=lambda: list(DEFAULT_LATENCY_MS.values()))
+    # The cache-hit scenario (bench/cache_mix.py): this share of the searches repeats earlier ones, at this rate.
+    cache_mix: float = 0.0
+    cache_mix_rate: float = 20.0
     # The bearer token both systems are called with (the baseline ignores it); when unset and the bridge
     # authenticates, one of the development issuer for the client "jetbridge-bench" (`with_token`).
     token: str | None = None
@@ -114,6 +117,8 @@ def _arguments(deadline_ms: int, airlines: Sequence[str] | None = None) -> Calla
             "departure_date": (today + timedelta(days=7 + i % 60)).isoformat(),
             "adults": 1 + i % 2,
             "deadline_ms": deadline_ms,
+            # The live path, as the baseline has it: repeats are the cache-mix scenario's (bench/cache_mix.py).
+            "fresh": True,
         }
         if airlines is not None:
             arguments["airlines"] = list(airlines)

@@ -22,6 +22,11 @@ response and counted in metrics. So is a quarantine (an MCP airline whose tools 
 ``connectors/egress.py``): such a call is answered before the guard, spending no token and no breaker permit.
 The worker publishes a quarantine when it begins, ends or changes its reason (on ``jb.airline-health.v1``,
 through the board its breaker publishes with), so every worker, the router and ``list_airlines`` can see it.
+
+With the offer cache on, each call goes through the worker's `CallCache` (``connectors/call_cache.py``):
+identical calls share one airline call (single flight, in the process and across instances through Redis), a
+live answer with offers is stored for the others, and a call the airline cannot answer is answered from the
+stale entry when its policy allows. A quarantined airline's calls are not: an operator must look first.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import structlog
 from confluent_kafka import KafkaException, Message, TopicPartition
 
 from connectors.base import AirlineConnector, build_connector
+from connectors.call_cache import Answer, CallCache, FlightCache
 from connectors.egress import EndpointGate
 from connectors.pins import pin_check_of, quarantine_refusal
 from connectors.resilience import AirlineGuard, CallOutcome, Clock
@@ -73,7 +79,16 @@ from jetbridge.metrics import (
 from jetbridge.routing import call_budget_s
 from jetbridge.topics import TopicNames
 from schemas.codec import AvroCodec
-from schemas.models import AirlineCall, AirlineResponse, DeadLetter, ErrorInfo, Offer, ResponseStatus, now_utc
+from schemas.models import (
+    AirlineCall,
+    AirlineResponse,
+    DeadLetter,
+    ErrorInfo,
+    Offer,
+    OfferSource,
+    ResponseStatus,
+    now_utc,
+)
 
 __all__ = ["Commit", "ConnectorWorker", "OffsetTracker", "airline_response"]
 
@@ -196,14 +211,15 @@ def airline_response(
     error: JetbridgeError | None,
     latency_ms: int,
     attempts: int = 1,
+    source: OfferSource = OfferSource.LIVE,
+    cached_at: datetime | None = None,
 ) -> AirlineResponse:
-    """The normalised answer of one airline call: its offers, or the error as TIMEOUT or ERROR."""
-    if error is None:
+    """The normalised answer of one airline call: its offers, or the error as TIMEOUT or ERROR. Stale offers
+    (``source`` STALE) answer OK with the live call's error kept, so the reply can say why they are stale."""
+    if error is None or source is OfferSource.STALE:
         status = ResponseStatus.OK
-    elif isinstance(error, AirlineTimeout | DeadlineExceeded):
-        status = ResponseStatus.TIMEOUT
     else:
-        status = ResponseStatus.ERROR
+        status = ResponseStatus.TIMEOUT if _timed_out(error) else ResponseStatus.ERROR
     return AirlineResponse(
         request_id=request_id,
         correlation_id=correlation_id,
@@ -217,7 +233,19 @@ def airline_response(
         latency_ms=latency_ms,
         attempts=attempts,
         produced_at=now_utc(),
+        source=source,
+        cached_at=cached_at,
     )
+
+
+def _timed_out(error: JetbridgeError) -> bool:
+    return isinstance(error, AirlineTimeout | DeadlineExceeded)
+
+
+def _status(answer: Answer) -> ResponseStatus:
+    if answer.error is None or answer.source is OfferSource.STALE:
+        return ResponseStatus.OK
+    return ResponseStatus.TIMEOUT if _timed_out(answer.error) else ResponseStatus.ERROR
 
 
 class ConnectorWorker:
@@ -246,6 +274,7 @@ class ConnectorWorker:
         health: HealthBoard | None = None,
         clock: Clock | None = None,
         endpoint_gate: EndpointGate | None = None,
+        offer_cache: FlightCache | None = None,
     ) -> None:
         names = TopicNames()
         self.airline = airline
@@ -278,6 +307,8 @@ class ConnectorWorker:
         )
         if health is not None:
             health.subscribe(airline.code, self.guard.adopt)
+        # Single flight, cache fill and stale answers around each call (connectors/call_cache.py); None: off.
+        self._calls_cache = CallCache(airline, offer_cache, instance=self.instance) if offer_cache is not None else None
         # A quarantine is published through the same board, when this worker finds it begun, ended or changed.
         self._health = health
         self._said_quarantine: str | None = None  # what the health topic says of it, as far as this worker knows
@@ -546,50 +577,70 @@ class ConnectorWorker:
         started = time.monotonic()
         # The guard caps each attempt inside it by the airline's timeout_ms (the shared attempt rule).
         budget = call_budget_s(call.deadline, self._margin, now_utc())
-        refused = self._quarantine_refusal()
-        outcome: CallOutcome[list[Offer]]
-        if refused is not None:
-            if prepaid:
-                self.guard.bucket.refund()
-            outcome = CallOutcome(None, refused, 0)
-        else:
-            outcome = await self.guard.call(
+        token = prepaid  # a token the admission took for this call, until an attempt spends it
+
+        async def live(budget_s: float) -> CallOutcome[list[Offer]]:
+            nonlocal token
+            paid, token = token, False
+            return await self.guard.call(
                 lambda timeout_s: self._call_airline(call, timeout_s),
-                budget_s=budget,
+                budget_s=budget_s,
                 operation="search",
-                prepaid=prepaid,
+                prepaid=paid,
             )
-        offers: list[Offer] = outcome.result or []
-        error = outcome.error
+
+        def respond(answer: Answer) -> AirlineResponse:
+            return airline_response(
+                self.airline,
+                request_id=call.request_id,
+                correlation_id=call.correlation_id,
+                offers=answer.offers,
+                error=answer.error,
+                latency_ms=int((time.monotonic() - started) * 1000),
+                attempts=answer.attempts,
+                source=answer.source,
+                cached_at=answer.cached_at,
+            )
+
+        async def tell(response: AirlineResponse) -> None:
+            await self._producer.send(
+                self.responses_topic,
+                key=call.request_id,
+                value=self._codec.encode(self.responses_topic, response),
+                headers=_raw_headers(message),
+            )
+
+        refused = self._quarantine_refusal()
+        answer: Answer
+        if refused is not None:
+            # Not answered from the cache, stale or not: an operator must look at the airline first.
+            answer = Answer.live(CallOutcome(None, refused, 0))
+            await tell(respond(answer))
+        elif self._calls_cache is None:
+            answer = Answer.live(await live(budget))
+            await tell(respond(answer))
+        else:
+            # An agent that asked for live offers (fresh, copied into the call by the router) gets no stale ones.
+            answer = await self._calls_cache.answer(
+                call, budget_s=budget, live=live, respond=respond, tell=tell, stale_ok=not call.fresh
+            )
+        if token:
+            self.guard.bucket.refund()  # the airline was not called for this call (an exception: _handle refunds)
         elapsed = time.monotonic() - started
-        latency_ms = int(elapsed * 1000)
-        response = airline_response(
-            self.airline,
-            request_id=call.request_id,
-            correlation_id=call.correlation_id,
-            offers=offers,
-            error=error,
-            latency_ms=latency_ms,
-            attempts=outcome.attempts,
-        )
-        self._measure(response, error, elapsed, outcome.attempts)
-        await self._producer.send(
-            self.responses_topic,
-            key=call.request_id,
-            value=self._codec.encode(self.responses_topic, response),
-            headers=_raw_headers(message),
-        )
+        self._measure(answer, elapsed)
+        error = answer.error
         log.info(
             "airline answered",
-            status=response.status.value,
-            offers=len(offers),
-            latency_ms=latency_ms,
-            attempts=outcome.attempts,
+            status=_status(answer).value,
+            source=answer.source.value,
+            offers=len(answer.offers),
+            latency_ms=int(elapsed * 1000),
+            attempts=answer.attempts,
             error_code=error.code if error else None,
         )
         if error is None or not belongs_in_dlq(error):
             return None
-        return _Failure(error, outcome.attempts, outcome.first_failed_at)
+        return _Failure(error, answer.attempts, answer.first_failed_at)
 
     def _quarantine_refusal(self) -> AirlineQuarantined | None:
         """The answer of a call to a quarantined airline, given at once (no token, no breaker permit, no attempt):
@@ -626,13 +677,14 @@ class ConnectorWorker:
             self._health.report_quarantine(code, reason, reporter=self.instance)
             log.info("airline quarantine published", airline=code, quarantine=reason)
 
-    def _measure(
-        self, response: AirlineResponse, error: JetbridgeError | None, elapsed_s: float, attempts: int
-    ) -> None:
+    def _measure(self, answer: Answer, elapsed_s: float) -> None:
         code = self.airline.code
-        outcome = _OUTCOMES.get(error.code, response.status.value.lower()) if error else "ok"
-        AIRLINE_CALLS.labels(code, outcome).inc()
-        if attempts:
+        error = answer.error
+        if not answer.shared:
+            # Calls made (or failed fast): a call that shared another's answer is counted by the cache metrics.
+            outcome = _OUTCOMES.get(error.code, "timeout" if _timed_out(error) else "error") if error else "ok"
+            AIRLINE_CALLS.labels(code, outcome).inc()
+        if answer.attempts:
             AIRLINE_CALL_SECONDS.labels(code).observe(elapsed_s)
         if error is not None:
             ERRORS.labels(self.dead_letters.stage, error.code).inc()

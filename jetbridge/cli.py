@@ -388,10 +388,17 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
         soak_rate=args.soak_rate,
         airline_counts=args.airline_counts or [],
         airline_counts_rate=args.airline_counts_rate,
+        cache_mix=args.cache_mix or 0.0,
+        cache_mix_rate=args.cache_mix_rate,
     )
     if args.out:
         config.out_dir = Path(args.out)
-    if args.airline_counts:
+    if args.cache_mix is not None:
+        from bench.cache_mix import run_cache_mix
+
+        folder = await run_cache_mix(settings, config, _say)
+        print(f"\nresults: {folder}/results.json, summary.md\n")
+    elif args.airline_counts:
         folder = await run_airline_counts(settings, config, _say)
         print(f"\nresults: {folder}/results.json, airline-counts.png, summary.md, airlines.toml\n")
     else:
@@ -539,6 +546,14 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument(
         "--airline-counts-rate", type=float, default=10.0, help="offered searches/s with --airline-counts"
     )
+    p_bench.add_argument(
+        "--cache-mix",
+        type=float,
+        metavar="SHARE",
+        help="instead of the rates: the cache-hit scenario, this share (0-1) of searches repeating earlier ones, "
+        "both systems side by side (airline calls per search counted at the simulators)",
+    )
+    p_bench.add_argument("--cache-mix-rate", type=float, default=20.0, help="offered searches/s with --cache-mix")
     from jetbridge.dlq_ops.command import add_arguments as add_dlq_arguments
 
     add_dlq_arguments(sub.add_parser("dlq", help="dead letters: list, show, replay"))
@@ -561,6 +576,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "bench" and args.airline_counts and args.soak:
         p_bench.error("--soak runs with the rates, not with --airline-counts")
+    if args.command == "bench" and args.cache_mix is not None:
+        if not 0 <= args.cache_mix <= 1:
+            p_bench.error(
+                f"--cache-mix is a share between 0 and 1 (0.8: 80 % repeated searches), not {args.cache_mix:g}"
+            )
+        if args.airline_counts or args.soak:
+            p_bench.error("--cache-mix is a scenario of its own: not with --airline-counts or --soak")
     settings = get_settings()
     if args.command == "run":
         return _run(settings, args)

@@ -16,7 +16,9 @@ last offer expires (``PEXPIREAT``).
 
 **Single flight**: a connector about to call an airline for a search takes the search's flight
 (``SET NX`` on ``…:flight``, expiring with the call's budget); one that finds it taken waits for the entry
-instead of calling (`wait_for`).
+instead of calling (`wait_for`): an answer the airline gave since the waiting call was made, stored before the
+flight lands. A flight that lands without one (the call failed, or its answer had no offers) leaves each waiter
+to call the airline itself.
 
 Redis is an optimisation, never the only copy of anything: when it does not answer within ``timeout_s``
 every operation here behaves as a miss (no entry, flight granted, nothing stored), `available` turns False,
@@ -66,12 +68,21 @@ def cache_digest(criteria: SearchCriteria) -> str:
     return hashlib.sha256(json.dumps(normal, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+# Exact integer milliseconds both ways (a float timestamp can be a millisecond short).
 def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
+    return (at - _EPOCH) // _MS
 
 
 def _at(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return _EPOCH + ms * _MS
+
+
+def _int_or_none(raw: bytes | None) -> int | None:
+    return int(raw) if raw is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,20 +215,45 @@ class OfferCache:
         await self._guarded("flight", release, None)
 
     async def wait_for(
-        self, airline: str, criteria: SearchCriteria, *, until: float, poll_s: float = 0.05
+        self,
+        airline: str,
+        criteria: SearchCriteria,
+        *,
+        until: float,
+        since: datetime | None = None,
+        poll_s: float = 0.05,
     ) -> CachedAnswer | None:
-        """Wait (until the monotonic time ``until``) for another caller's flight to store its answer; None when
-        the flight ended without one, or time ran out."""
-        key = f"{self.key(airline, criteria)}:flight"
+        """Wait (until the monotonic time ``until``) for another caller's flight to store its answer: one the
+        airline gave at or after ``since`` (the waiting call's own creation), or without ``since`` a fresh one.
+        None when the flight ended without one, time ran out, or Redis is away: the caller calls itself."""
+        key = self.key(airline, criteria)
+
+        async def look() -> tuple[bool, int | None, int | None]:
+            # The flight first: an answer is stored before its flight lands, so a landed flight's answer is seen.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.exists(f"{key}:flight")
+                pipe.hmget(key, ["fetched_at", "fresh_until"])
+                flying, (fetched, fresh) = await pipe.execute()
+            return bool(flying), _int_or_none(fetched), _int_or_none(fresh)
+
+        def wanted(fetched_ms: int, fresh_ms: int) -> bool:
+            if since is not None:
+                return fetched_ms >= _ms(since)
+            return _ms(datetime.now(UTC)) < fresh_ms
+
         while self._clock() < until:
-            answer = await self.get(airline, criteria)
-            now = datetime.now(UTC)
-            if answer is not None and answer.fresh(now):
-                return answer
-            flying = await self._guarded("flight", lambda: self._redis.exists(key), 0)
+            seen = await self._guarded("flight", look, None)
+            if seen is None:
+                return None
+            flying, fetched, fresh = seen
+            if fetched is not None and fresh is not None and wanted(fetched, fresh):
+                # One decode, once the answer is there (polls read two numbers, not the offers).
+                answer = await self.get(airline, criteria)
+                if answer is not None and answer.fetched_at >= _at(fetched):
+                    return answer
             if not flying:
-                return await self.get(airline, criteria)  # stored just before it landed, or nothing
-            await asyncio.sleep(poll_s)
+                return None
+            await asyncio.sleep(max(0.0, min(poll_s, until - self._clock())))
         return None
 
     # ---- Redis away ----

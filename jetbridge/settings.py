@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # The offer cache (jetbridge/offer_cache.py; README "The offer cache"): on, the router answers fresh repeats
     # from Redis and the connectors fill it, coalesce identical calls and stand in stale answers; off: every
     # search calls the airlines. How long an answer stays fresh is each airline's (registry: cache.fresh_s).
-    cache: Literal["on", "off"] = Field(default="on", validation_alias="JB_CACHE")
+    cache: Literal["on", "off"] = Field(default="on", validation_alias="JB_OFFER_CACHE")
 
     home: Path = Field(default=REPO_ROOT / ".jetbridge", validation_alias="JB_HOME")
     log_format: str = Field(default="auto", validation_alias="JB_LOG_FORMAT")  # auto | json | console

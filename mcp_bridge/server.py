@@ -314,7 +314,10 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge", auth: Bridg
             "Search flight offers from every connected airline that flies the route. Returns offers sorted "
             "by total price (all passengers, taxes included) and a status per airline: ok, timeout, error, "
             "circuit_open (the airline is failing and was not called), quarantined (not called until an "
-            "operator approves it) or not_served."
+            "operator approves it) or not_served. Each airline's source says where its offers came from: live, "
+            "cache (the same search answered moments ago, age_ms old; the airline was not called) or stale "
+            "(older cached offers standing in because the airline could not answer live, error_code says why; "
+            "never past an offer's expiry). Pass fresh=true for live offers only."
         ),
     )
 

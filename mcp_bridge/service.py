@@ -123,6 +123,15 @@ class AirlineView(BaseModel):
     error_code: str | None = None
     offer_count: int = 0
     latency_ms: int | None = None
+    source: str | None = Field(
+        default=None,
+        description="Where its offers came from: live (the airline, now), cache (the offer cache, fresh: the "
+        "airline was not called) or stale (the cache, because the airline could not answer live: error_code "
+        "says why); null when it gave no offers.",
+    )
+    age_ms: int | None = Field(
+        default=None, description="cache, stale: how old its offers were when the result was made, in ms."
+    )
 
 
 def _airline_status(status: AirlineStatus) -> str:
@@ -181,6 +190,8 @@ def result_of(reply: SearchReply, elapsed_ms: int) -> SearchResult:
                 error_code=a.error_code,
                 offer_count=a.offer_count,
                 latency_ms=a.latency_ms,
+                source=a.source,
+                age_ms=a.age_ms,
             )
             for a in reply.airlines
         ],
@@ -198,11 +209,12 @@ def arguments_sha256(arguments: SearchArguments | Mapping[str, object]) -> str:
     arguments are hashed as checked (defaults filled in, codes upper-case), so one search has one hash.
 
     ``deadline_ms`` is left out: the bridge shortens it by the time the call waited before it is checked, and
-    it does not change what was searched.
+    it does not change what was searched. So is ``fresh`` when false (its default), so a search hashes as it
+    did before the argument existed.
     """
     values = arguments.model_dump(mode="json") if isinstance(arguments, SearchArguments) else dict(arguments)
     canonical = json.dumps(
-        {k: v for k, v in values.items() if v is not None and k != "deadline_ms"},
+        {k: v for k, v in values.items() if v is not None and k != "deadline_ms" and (k, v) != ("fresh", False)},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -305,6 +317,7 @@ class SearchService:
                 criteria=arguments.criteria(settings.currency),
                 airlines=arguments.airlines,
                 max_offers=arguments.max_offers,
+                fresh=arguments.fresh,
                 deadline=deadline,
                 created_at=created,
             )

@@ -184,6 +184,7 @@ _EXPECTED = {
     "return_date": "a date as YYYY-MM-DD",
     "cabin": f"one of {', '.join(c.value.lower() for c in Cabin)}",
     "airlines": "a non-empty list of IATA airline codes",
+    "fresh": "true or false",
 }
 
 
@@ -225,6 +226,14 @@ class SearchArguments(BaseModel):
         default=Settings.model_fields["default_deadline_ms"].default,
         ge=MIN_DEADLINE_MS,
         description="How long to wait for airlines, in ms",
+    )
+    # Strict: a yes/no is true or false, never "yes", 1 or "false" read as something else.
+    fresh: bool = Field(
+        default=False,
+        strict=True,
+        description="true: live offers only, every airline is called (no answer from the offer cache); "
+        "default false: airlines that answered the same search moments ago answer from the cache, "
+        "flagged source cache with their age_ms",
     )
 
     @classmethod

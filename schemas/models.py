@@ -107,6 +107,7 @@ class AirlineCall(Event):
     deadline: AwareDatetime
     attempt: int = 1
     created_at: AwareDatetime
+    fresh: bool = False
 
 
 class Segment(_Model):

@@ -6,6 +6,11 @@ once), and completes when every expected airline answered or the deadline passed
 aggregation ignores everything after, so each request gets one reply. Airlines the router skipped (circuit
 open) count as asked but are not waited for; they, and airlines whose connector failed fast on an open
 circuit, are reported with status ``CIRCUIT_OPEN``.
+
+Each airline's status says where its offers came from (``source``: live, cache, stale) and, from the offer
+cache, how old they were at the reply (``age_ms``). A stale answer (the airline could not answer live) is an
+answer: status ``OK``, with the code of why live failed. Offers past their own expiry never reach a reply,
+whichever way they came.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from schemas.models import (
     AirlineResponse,
     AirlineStatus,
     Offer,
+    OfferSource,
     ReplyStatus,
     ResponseStatus,
     SearchReply,
@@ -98,8 +104,11 @@ class Aggregation(BaseModel):
                     AirlineStatus(
                         airline=code,
                         status=AirlineOutcome.OK,
+                        error_code=response.error.code if response.error else None,  # stale: why not live
                         offer_count=len(response.offers),
                         latency_ms=response.latency_ms,
+                        source=response.source.value.lower() if response.offers else None,
+                        age_ms=_age_ms(response, now),
                     )
                 )
                 ok_offers.extend(response.offers)
@@ -151,6 +160,13 @@ class Aggregation(BaseModel):
 
 
 _CIRCUIT_OPEN = "circuit_open"
+
+
+def _age_ms(response: AirlineResponse, now: datetime) -> int | None:
+    """How old a cached (or stale) answer's offers are at ``now``; None for a live one."""
+    if response.source is OfferSource.LIVE or response.cached_at is None or not response.offers:
+        return None
+    return max(0, int((now - response.cached_at).total_seconds() * 1000))
 
 
 def _skipped(code: str, reason: str) -> AirlineStatus:

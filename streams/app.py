@@ -75,9 +75,10 @@ def build_app(settings: Settings) -> faust.App:
     names = ctx.names
     # Requests, responses, plans of earlier versions and replies are co-partitioned (same key and count).
     inputs = app.topic(names.requests, names.responses, names.control, key_type=bytes, value_type=bytes)
+    # The responses topic is an output too: the router answers there for airlines the offer cache answers for.
     outputs = {
         name: app.topic(name, key_type=bytes, value_type=bytes)
-        for name in (names.replies, names.dlq, *(names.calls(a.code) for a in ctx.airlines))
+        for name in (names.replies, names.dlq, names.responses, *(names.calls(a.code) for a in ctx.airlines))
     }
 
     async def produce(
@@ -109,14 +110,16 @@ def build_app(settings: Settings) -> faust.App:
             "reason": f"dlq unwritable, {' and '.join(stalled)} paused" if stalled else None,
             "dlq": stalled or None,
             "instance": settings.instance,
+            "offer_cache": ctx.cache_state(),
             **joins.health(),
         }
 
     @app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
     async def warm_up() -> None:
-        # Register schemas before the first event needs them, and start following the airlines' health so
-        # the first request is already routed around an open circuit.
+        # Register schemas before the first event needs them, start following the airlines' health so the
+        # first request is already routed around an open circuit, and have the offer cache's client ready.
         ctx.health_board(await ctx.codec())
+        await ctx.offer_cache()
         serve(REQUESTS_ROUTED, OPEN_JOINS, DLQ_DEPTH)
         if settings.health_port:
             server = HealthServer(settings.health_port, health)
@@ -129,7 +132,11 @@ def build_app(settings: Settings) -> faust.App:
             dlq_topic=names.dlq,
         ).start()
 
+    async def close(sender: Any, **_: Any) -> None:
+        await ctx.aclose()
+
     # faust's signal typing is narrower than its use
+    app.on_before_shutdown.connect(close)  # type: ignore[arg-type]
     app.on_partitions_revoked.connect(joins.on_revoked)  # type: ignore[arg-type]
     app.on_partitions_assigned.connect(joins.on_assigned)  # type: ignore[arg-type]
     return app

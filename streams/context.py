@@ -1,10 +1,11 @@
-"""What the stream stages share: settings, topic names, the airline registry, the codec and the airlines'
-health board, each opened once per process on first use. Nothing here knows faust.
+"""What the stream stages share: settings, topic names, the airline registry, the codec, the airlines'
+health board and the offer cache, each opened once per process on first use. Nothing here knows faust.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -12,6 +13,8 @@ from jetbridge.airlines import AirlineRegistry, load_registry
 from jetbridge.health_board import HealthBoard, shared_board
 from jetbridge.http import build_http_client
 from jetbridge.kafka import client_config
+from jetbridge.offer_cache import OfferCache
+from jetbridge.redis_client import open_redis
 from jetbridge.routing import SkipReason
 from jetbridge.runtime import open_codec
 from jetbridge.settings import Settings
@@ -31,13 +34,16 @@ Produce = Callable[[str, bytes | str | None, bytes, Sequence[tuple[str, bytes]]]
 
 
 class StreamContext:
-    """What the agents share: settings, the airline registry and the codec (opened on first use)."""
+    """What the agents share: settings, the airline registry, the codec and the offer cache (opened on first
+    use; ``aclose`` closes what was opened)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
         self.airlines: AirlineRegistry = load_registry(settings.airlines_file)
         self._codec: AvroCodec | None = None
+        self._offer_cache: OfferCache | None = None
+        self._opened = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
 
     async def codec(self) -> AvroCodec:
@@ -48,6 +54,30 @@ class StreamContext:
                     specs = declared_topics(self.airlines, self.settings.topic_partitions, self.settings.topic_prefix)
                     self._codec = await open_codec(self.settings, specs, http)
         return self._codec
+
+    async def offer_cache(self) -> OfferCache | None:
+        """The offer cache, on one Redis client for the process; None when it is off (``JB_OFFER_CACHE=off``)."""
+        if self.settings.cache == "off":
+            return None
+        if self._offer_cache is None:
+            codec = await self.codec()
+            async with self._lock:
+                if self._offer_cache is None:
+                    redis = await self._opened.enter_async_context(open_redis(self.settings.redis_url))
+                    self._offer_cache = OfferCache(
+                        redis, codec, topic=self.names.responses, prefix=self.settings.topic_prefix
+                    )
+        return self._offer_cache
+
+    def cache_state(self) -> str:
+        """For the health answer: ``off``, ``on`` (Redis answers or was not asked yet) or ``unavailable``."""
+        if self.settings.cache == "off":
+            return "off"
+        return "unavailable" if self._offer_cache is not None and not self._offer_cache.available else "on"
+
+    async def aclose(self) -> None:
+        """Close what was opened (the offer cache's Redis connections)."""
+        await self._opened.aclose()
 
     def health_board(self, codec: AvroCodec) -> HealthBoard:
         """The airlines' shared health, followed in the background from the first call on."""

@@ -6,7 +6,9 @@
     GET  /airlines/{code}      one airline, with ``recent_calls`` (arrival time and answer of the latest 500)
     PUT  /airlines/{code}      partial update: latency_ms, jitter_ms, fault (slow, http_500, malformed, refuse,
                                throttle), fault_rate, slow_ms, retry_after_s (the 429's Retry-After),
-                               tool_description (MCP airlines: what its tool says it does; "" = the original)
+                               tool_description (MCP airlines: what its tool says it does; "" = the original),
+                               offer_ttl_s (its offers expire this many seconds after pricing; 0 = the
+                               schedule's own 20-30 minutes)
     POST /reset                every airline back to its start-up settings, counts to zero (refused servers restart)
     GET  /metrics              Prometheus text: jb_sim_calls_total{airline,answer}
 

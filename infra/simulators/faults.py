@@ -9,6 +9,9 @@ reached; for the MCP airline too, since streamable HTTP is HTTP and 429 is what 
 its own body. ``refuse`` is not a response at all: the supervisor stops the airline's listening server.
 ``tool_description`` (MCP airlines) replaces what the airline's MCP server says its shopping tool does, as
 a redeployed or compromised server would (the connector's pin check quarantines it); None is the original.
+``offer_ttl_s`` makes the airline's offers expire that many seconds after it priced them (None: the
+schedule's own 20-30 minutes), so a test can watch an offer expire; the protocols give expiry times in whole
+seconds, so an offer expires within that many seconds.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class FaultConfig(BaseModel):
     slow_ms: int = Field(default=10_000, ge=0, le=600_000)
     retry_after_s: int = Field(default=1, ge=0, le=3600)
     tool_description: str | None = Field(default=None, max_length=4000)
+    offer_ttl_s: int | None = Field(default=None, ge=1, le=86_400)
 
 
 class FaultPatch(BaseModel):
@@ -78,6 +82,8 @@ class FaultPatch(BaseModel):
     retry_after_s: int | None = Field(default=None, ge=0, le=3600)
     # "" goes back to the original description (a field left out keeps the current one).
     tool_description: str | None = Field(default=None, max_length=4000)
+    # 0 goes back to the schedule's own expiry (a field left out keeps the current one).
+    offer_ttl_s: int | None = Field(default=None, ge=0, le=86_400)
 
     def apply(self, current: FaultConfig) -> FaultConfig:
         changes = self.model_dump(exclude_none=True)
@@ -86,6 +92,8 @@ class FaultPatch(BaseModel):
             changes["fault_rate"] = 1.0
         if self.tool_description == "":
             changes["tool_description"] = None
+        if self.offer_ttl_s == 0:
+            changes["offer_ttl_s"] = None
         return current.model_copy(update=changes)
 
 

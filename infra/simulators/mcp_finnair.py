@@ -119,7 +119,9 @@ def build_server(state: AirlineState, schedule: Schedule) -> MCPServer:
             return CallToolResult(content=[TextContent(type="text", text="<html><body>502 Bad Gat")])
         payload = {
             "search_id": f"{query.origin}{query.destination}{query.departure_date:%Y%m%d}",
-            "offers": [_offer(o) for o in schedule.offers(query, now=datetime.now(UTC))],
+            "offers": [
+                _offer(o) for o in schedule.offers(query, now=datetime.now(UTC), ttl_s=state.config.offer_ttl_s)
+            ],
         }
         return CallToolResult(content=[TextContent(type="text", text=json.dumps(payload))], structured_content=payload)
 

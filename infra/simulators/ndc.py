@@ -254,7 +254,7 @@ def build_app(state: AirlineState, schedule: Schedule) -> ASGIApp:
             query, echo = parse_request(body, state.code)
         except _RequestError as exc:
             return Response(render_errors(exc.code, exc.text), media_type=XML_TYPE)
-        offers = schedule.offers(query, now=datetime.now(UTC))
+        offers = schedule.offers(query, now=datetime.now(UTC), ttl_s=state.config.offer_ttl_s)
         payload = render_offers(query, offers, echo=echo)
         if state.malformed_now():
             # Cut mid-document: unclosed elements make it XML no parser accepts.

@@ -164,7 +164,7 @@ def build_app(state: AirlineState, schedule: Schedule) -> ASGIApp:
         parsed = _parse(await request.body(), state.code)
         if isinstance(parsed, JSONResponse):
             return parsed
-        offers = schedule.offers(parsed, now=datetime.now(UTC))
+        offers = schedule.offers(parsed, now=datetime.now(UTC), ttl_s=state.config.offer_ttl_s)
         body = json.dumps(
             {
                 "transactionId": f"{stable_seed(parsed, datetime.now(UTC).isoformat()):016x}",

@@ -317,8 +317,9 @@ class Schedule:
             )
         return found
 
-    def offers(self, query: ShopQuery, *, now: datetime) -> list[FareOffer]:
-        """Priced offers for the query: every flight (pair) times every brand of the cabin; [] if none fit."""
+    def offers(self, query: ShopQuery, *, now: datetime, ttl_s: int | None = None) -> list[FareOffer]:
+        """Priced offers for the query: every flight (pair) times every brand of the cabin; [] if none fit.
+        Each expires 20-30 minutes after ``now``, or ``ttl_s`` seconds after it when given."""
         if query.problems(today=now.date()):
             return []
         if query.cabin not in self.cabins(query.airline, query.origin, query.destination):
@@ -353,7 +354,8 @@ class Schedule:
                         child_price=child,
                         infant_price=infant,
                         total=total.quantize(_CENT),
-                        expires_at=now.astimezone(UTC) + timedelta(seconds=expiry_rng.randint(20 * 60, 30 * 60)),
+                        expires_at=now.astimezone(UTC)
+                        + timedelta(seconds=ttl_s if ttl_s is not None else expiry_rng.randint(20 * 60, 30 * 60)),
                         journeys=trip,
                     )
                 )

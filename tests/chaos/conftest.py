@@ -130,7 +130,14 @@ class ChaosStack:
 
     # ---- agents ----
     async def search(self, deadline_ms: int = 3000, **overrides: Any) -> Outcome:
-        arguments = {"origin": "LHR", "destination": "JFK", "departure_date": SOON, "deadline_ms": deadline_ms}
+        # Live offers only: the chaos suites measure the live path, which the offer cache would stand in for.
+        arguments = {
+            "origin": "LHR",
+            "destination": "JFK",
+            "departure_date": SOON,
+            "deadline_ms": deadline_ms,
+            "fresh": True,
+        }
         started = time.monotonic()
         try:
             async with self.stack.agent() as client:

@@ -47,7 +47,14 @@ class Search:
 
 
 async def search(chaos: ChaosStack) -> Search:
-    arguments = {"origin": "LHR", "destination": "JFK", "departure_date": SOON, "deadline_ms": DEADLINE_MS}
+    # Live offers only (the faults are the point, not the cache that would stand in for them).
+    arguments = {
+        "origin": "LHR",
+        "destination": "JFK",
+        "departure_date": SOON,
+        "deadline_ms": DEADLINE_MS,
+        "fresh": True,
+    }
     started = time.monotonic()
     async with chaos.stack.agent() as client:
         called = time.monotonic()

@@ -28,7 +28,9 @@ KINDS = {"BA": "ndc", "AA": "ndc", "VS": "rest", "DL": "rest", "AY": "mcp"}
 
 
 def search_args(**overrides: Any) -> dict[str, Any]:
-    return {"origin": "LHR", "destination": "JFK", "departure_date": SOON, "adults": 1} | overrides
+    """A search for live offers: these tests put airlines at fault and look at the live path, which the offer
+    cache would otherwise stand in for (the cache's own tests leave ``fresh`` out)."""
+    return {"origin": "LHR", "destination": "JFK", "departure_date": SOON, "adults": 1, "fresh": True} | overrides
 
 
 async def timed_search(stack: Stack, arguments: dict[str, Any], url: str | None = None) -> tuple[dict[str, Any], float]:

@@ -46,6 +46,7 @@ plausible = {
     "airlines": st.lists(st.sampled_from(["BA", "aa", "ZZ", "AF"]), max_size=3),
     "max_offers": st.integers(min_value=-1, max_value=300),
     "deadline_ms": st.integers(min_value=0, max_value=20_000),
+    "fresh": st.booleans(),
 }
 
 

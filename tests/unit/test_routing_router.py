@@ -36,7 +36,7 @@ class Sent:
 
 class Context(StreamContext):
     def __init__(self, codec: AvroCodec, skips: dict[str, str]) -> None:
-        super().__init__(Settings())
+        super().__init__(Settings(JB_OFFER_CACHE="off"))  # the cache decision: tests/unit/test_cache_router.py
         self._test_codec = codec
         self.skips = skips
 

@@ -96,6 +96,8 @@ BAD_ARGUMENTS = [
     pytest.param({"max_offers": 201}, "max_offers", "at most 200", id="max-offers-over-cap"),
     pytest.param({"deadline_ms": 10}, "deadline_ms", "at least 200", id="deadline-too-short"),
     pytest.param({"deadline_ms": 60_000}, "deadline_ms", "between 200 and 15000", id="deadline-over-cap"),
+    pytest.param({"fresh": "yes"}, "fresh", "true or false", id="fresh-words"),
+    pytest.param({"fresh": 1}, "fresh", "true or false", id="fresh-number"),
     pytest.param({"passengers": 2}, "passengers", "not an argument of search_offers", id="unknown-argument"),
 ]
 
