@@ -106,6 +106,10 @@ class Answer:
         return replace(self, offers=offers, attempts=0, source=source, shared=True)
 
 
+# How much longer than one attempt (the airline's timeout_ms) a flight is held before a waiting call may take it.
+FLIGHT_SLACK_S = 0.5
+
+
 class CallCache:
     """One worker's use of the offer cache around its airline calls (single flight, fill, stale-if-error)."""
 
@@ -190,7 +194,10 @@ class CallCache:
     ) -> Answer:
         cache, code, criteria = self.cache, self.airline.code, call.criteria
         owner = f"{self._instance}:{call.request_id}"
-        took = await cache.take_flight(code, criteria, ttl_s=max(0.001, until - self._clock()), owner=owner)
+        # The flight lasts one attempt (and a little): a leader that died is replaced by a waiting call while it
+        # still has time to call the airline itself, not at the end of its budget.
+        flight_s = min(until - self._clock(), self.airline.timeout_ms / 1000 + FLIGHT_SLACK_S)
+        took = await cache.take_flight(code, criteria, ttl_s=max(0.001, flight_s), owner=owner)
         landed = not took
 
         async def land() -> None:
@@ -227,6 +234,11 @@ class CallCache:
             return answer
         finally:
             await land()
+
+    async def fill(self, call: AirlineCall, response: AirlineResponse) -> None:
+        """Keep a live answer with offers that no flight shared (a ``fresh`` call's): it refreshes the cache."""
+        if response.source is OfferSource.LIVE and response.error is None and response.offers:
+            await self.cache.put(call.criteria, response, fresh_s=self.airline.cache.fresh_s)
 
     async def _fill_then_land(
         self, call: AirlineCall, response: AirlineResponse, land: Callable[[], Awaitable[None]]

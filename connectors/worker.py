@@ -619,11 +619,15 @@ class ConnectorWorker:
         elif self._calls_cache is None:
             answer = Answer.live(await live(budget))
             await tell(respond(answer))
+        elif call.fresh:
+            # The agent asked for live offers (fresh, copied into the call by the router): its own call to the
+            # airline, no identical call's answer shared and no stale stand-in; its answer refreshes the cache.
+            answer = Answer.live(await live(budget))
+            response = respond(answer)
+            await tell(response)
+            await self._calls_cache.fill(call, response)
         else:
-            # An agent that asked for live offers (fresh, copied into the call by the router) gets no stale ones.
-            answer = await self._calls_cache.answer(
-                call, budget_s=budget, live=live, respond=respond, tell=tell, stale_ok=not call.fresh
-            )
+            answer = await self._calls_cache.answer(call, budget_s=budget, live=live, respond=respond, tell=tell)
         if token:
             self.guard.bucket.refund()  # the airline was not called for this call (an exception: _handle refunds)
         elapsed = time.monotonic() - started

@@ -195,12 +195,13 @@ class OfferCache:
 
     # ---- single flight ----
     async def take_flight(self, airline: str, criteria: SearchCriteria, *, ttl_s: float, owner: str) -> bool:
-        """Whether this caller is the one to call the airline for this search now (True too when Redis is away:
-        then everyone calls)."""
+        """Whether this caller is the one to call the airline for this search now: the flight was free, or is
+        already this ``owner``'s (the same call replayed after its worker restarted). True too when Redis is
+        away: then everyone calls."""
         key = f"{self.key(airline, criteria)}:flight"
 
         async def claim() -> bool:
-            return bool(await self._redis.set(key, owner, nx=True, px=max(1, int(ttl_s * 1000))))
+            return bool(await self._redis.eval(_TAKE, 1, key, owner, max(1, int(ttl_s * 1000))))
 
         return await self._guarded("flight", claim, True)
 
@@ -279,6 +280,15 @@ class OfferCache:
             log.warning("offer cache back: using it again")
         return result
 
+
+_TAKE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
 
 _LAND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

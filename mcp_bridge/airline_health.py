@@ -43,6 +43,11 @@ class AirlineHealthView:
     async def close(self) -> None:
         await self._board.close()
 
+    def unavailable(self, airline: str) -> bool:
+        """Whether ``airline`` will not answer live now: its circuit is open, or a worker quarantined it."""
+        view = self.circuit(airline)
+        return view.state == "open" or view.quarantine is not None
+
     def circuit(self, airline: str) -> CircuitView:
         health = self._board.get(airline)
         if health is None:

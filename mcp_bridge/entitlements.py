@@ -139,12 +139,17 @@ def load_clients(path: Path | None, airlines: AirlineRegistry) -> ClientRegistry
 
 
 def choose_airlines(
-    client_id: str, allowance: Entitlement, airlines: AirlineRegistry, arguments: SearchArguments
+    client_id: str,
+    allowance: Entitlement,
+    airlines: AirlineRegistry,
+    arguments: SearchArguments,
+    unavailable: Callable[[str], bool] | None = None,
 ) -> list[str] | None:
     """The airlines a search may ask: the agent's list checked against the allowance (`InvalidInput` naming
-    ``airlines``), or, without one, the allowed airlines serving the route in the client's order of preference
-    (else the airline registry's), cut to ``max_fanout``. None: leave the choice to the router (every airline
-    serving the route), which the allowance already permits."""
+    ``airlines``), or, without one, the allowed airlines serving the route (non-stop) in the client's order of
+    preference (else the airline registry's), cut to ``max_fanout``, those ``unavailable`` says will not answer
+    live (circuit open, quarantined) after the others, so a failing airline never takes a healthy one's place.
+    None: leave the choice to the router (every airline serving the route), which the allowance permits."""
     allowed = allowance.airlines
     if arguments.airlines is not None:
         refused = [code for code in arguments.airlines if allowed is not None and code not in allowed]
@@ -167,7 +172,10 @@ def choose_airlines(
     if allowed is None and len(serving) <= allowance.max_fanout:
         return None
     served = set(serving)
-    return [code for code in (allowed if allowed is not None else serving) if code in served][: allowance.max_fanout]
+    candidates = [code for code in (allowed if allowed is not None else serving) if code in served]
+    if unavailable is not None and len(candidates) > allowance.max_fanout:
+        candidates.sort(key=unavailable)  # stable: the order of preference holds within each group
+    return candidates[: allowance.max_fanout]
 
 
 def deadline_for(client_id: str, allowance: Entitlement, deadline_ms: int, *, process_default_ms: int) -> int:
@@ -213,11 +221,14 @@ class TrafficControl:
         self._default_deadline_ms = process_default_deadline_ms
         self.ledger: Ledger = ledger or LocalLedger(clock)
         self.in_flight = 0
+        # Whether an airline will not answer live now (its circuit open, quarantined): the bridge's view of
+        # the airlines' health; such airlines go last when a search's fan-out is cut.
+        self.unavailable: Callable[[str], bool] | None = None
 
     def authorize(self, client_id: str, arguments: SearchArguments) -> SearchArguments:
         """``arguments`` as the client may send them: airlines checked or narrowed, deadline within its cap."""
         _, allowance = self.clients.allowance(client_id)
-        chosen = choose_airlines(client_id, allowance, self._airlines, arguments)
+        chosen = choose_airlines(client_id, allowance, self._airlines, arguments, self.unavailable)
         deadline_ms = deadline_for(
             client_id, allowance, arguments.deadline_ms, process_default_ms=self._default_deadline_ms
         )

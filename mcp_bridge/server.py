@@ -15,6 +15,7 @@ from typing import Annotated, Any, Protocol
 
 import structlog
 import uvicorn
+from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, InputRequiredResult
@@ -61,6 +62,8 @@ __all__ = [
 
 log = get_logger(__name__)
 
+# How long a client may reuse the bridge's tools/list (ms).
+TOOLS_TTL_MS = 3_600_000
 # How long a search waits for Redis to count it against its client's allowance before counting it here.
 ALLOWANCE_TIMEOUT_S = 0.25
 
@@ -172,6 +175,7 @@ class Bridge:
                 await correlator.start()
                 await airline_health.start()
                 bridge = cls(runtime, correlator, airline_health)
+                bridge.service.traffic.unavailable = airline_health.unavailable
                 if settings.allowances == "shared":
                     # Every bridge instance spends the clients' allowances in the same Redis.
                     ledger = SharedLedger(redis, prefix=settings.topic_prefix, timeout_s=ALLOWANCE_TIMEOUT_S)
@@ -270,6 +274,9 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge", auth: Bridg
         name,
         instructions=INSTRUCTIONS,
         version="0.1.0",
+        # The tools change only with a new version of the bridge, but which of them a caller sees depends on its
+        # token's scopes: a client may keep its list an hour, for itself only. Search results say their own.
+        cache_hints={"tools/list": CacheHint(ttl_ms=TOOLS_TTL_MS, scope="private")},
         auth=auth.settings if auth is not None else None,
         token_verifier=auth.verifier if auth is not None else None,
     )

@@ -59,7 +59,7 @@ def test_down_stops_every_process_it_started(stack: Stack) -> None:
     assert not _alive(supervisor)
     assert {name: pid for name, pid in pids.items() if pid and _alive(pid)} == {}
     assert _processes_of(stack.home) == {}
-    assert all(p.stem in ("kafka", "registry") for p in files.run_dir.glob("*.pid"))
+    assert all(p.stem in ("kafka", "registry", "redis") for p in files.run_dir.glob("*.pid"))  # the session's
     status = stack.jetbridge("status")
     assert status.returncode != 0
     for name in ("supervisor", *pids):

@@ -112,13 +112,16 @@ class Lane:
             await client.aclose()
         await self.http.aclose()
 
-    async def call(self, request_id: str, criteria: SearchCriteria | None = None, deadline_s: float = 8.0) -> None:
+    async def call(
+        self, request_id: str, criteria: SearchCriteria | None = None, deadline_s: float = 8.0, *, fresh: bool = False
+    ) -> None:
         call = f.airline_call(
             request_id=request_id,
             correlation_id=request_id,
             airline=CODE,
             criteria=criteria or f.criteria(),
             deadline=now_utc() + timedelta(seconds=deadline_s),
+            fresh=fresh,
         )
         await self.space.send(self.space.names.calls(CODE), call, key=request_id)
 
@@ -197,6 +200,25 @@ async def test_twenty_identical_calls_at_once_reach_the_airline_once(lane: Lane)
     assert never_expired(answered)
     assert sample("jb_cache_coalesced_total", airline=CODE) - coalesced == 19
     assert running.worker.handled == 20
+
+
+async def test_calls_for_live_offers_only_each_reach_the_airline_and_refresh_the_cache(lane: Lane) -> None:
+    """fresh=true: the agent's own call to the airline (no identical call's answer shared), never answered stale;
+    its answer is stored for the searches that may use the cache."""
+    await lane.configure(latency_ms=400)
+    await lane.start("w1")
+    ids = [f"live-{i}" for i in range(4)]
+    await asyncio.gather(*(lane.call(request_id, fresh=True) for request_id in ids))
+    answered = await lane.answered(*ids)
+    assert await lane.airline_calls() == 4
+    assert {answered[i].source for i in ids} == {OfferSource.LIVE}
+    await lane.configure(fault="http_500")
+    await lane.call("live-down", fresh=True)
+    down = (await lane.answered("live-down"))["live-down"]
+    assert (down.status, down.offers) == (ResponseStatus.ERROR, []), "no stale stand-in for live offers only"
+    await lane.call("may-use-cache")
+    cached = (await lane.answered("may-use-cache"))["may-use-cache"]
+    assert cached.source in (OfferSource.STALE, OfferSource.CACHE), "the fresh calls' answer was stored"
 
 
 async def test_twenty_identical_calls_shared_by_two_workers_reach_the_airline_once(lane: Lane) -> None:

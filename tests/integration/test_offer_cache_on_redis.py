@@ -143,6 +143,7 @@ async def test_one_flight_per_search_landed_only_by_its_owner_and_gone_with_its_
     assert await cache.take_flight("BA", criteria, ttl_s=0.2, owner="w3:r3")
     await asyncio.sleep(0.3)
     assert await cache.take_flight("BA", criteria, ttl_s=5, owner="w4:r4"), "an abandoned flight ends with its budget"
+    assert await cache.take_flight("BA", criteria, ttl_s=5, owner="w4:r4"), "the same call replayed: still its flight"
 
 
 async def test_a_waiter_gets_the_answer_its_flight_stores_or_none_when_it_lands_without_one(

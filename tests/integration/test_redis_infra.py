@@ -19,9 +19,12 @@ from pathlib import Path
 import pytest
 
 from infra.stack.state import alive, cmdline
+from jetbridge.offer_cache import OfferCache
 from jetbridge.redis_client import open_redis, ping
 from jetbridge.settings import REPO_ROOT, Settings
 from tests.conftest import PORT_SHIFT
+from tests.support import factories
+from tests.support.streams_worker import TopicSpace
 
 # Beside the session's Redis (16379 + shift).
 PORT = 16389 + PORT_SHIFT
@@ -116,3 +119,34 @@ def test_redis_sh_refuses_a_port_another_process_holds(home: Path) -> None:
     assert start.returncode == 1
     assert f"port {PORT} is taken by a process this script did not start" in start.stderr
     assert _servers_on(PORT) == []
+
+
+async def test_the_offer_cache_survives_its_redis_killed_and_uses_it_again_once_restarted(
+    home: Path, space: TopicSpace
+) -> None:
+    """Redis killed mid-run: the cache answers misses at once (the searches go live), says so once, and uses
+    the restarted Redis again by itself, with no restart of the process holding it."""
+    assert _redis_sh("start", home).returncode == 0
+    assert space.codec is not None
+    criteria = factories.criteria()
+    response = factories.response("BA", offers=[factories.offer("BA", "500.00"), factories.offer("BA", "612.40")])
+    async with open_redis(f"redis://127.0.0.1:{PORT}/0", timeout_s=0.25) as client:
+        cache = OfferCache(client, space.codec, topic=space.names.responses, retry_s=0.5)
+        assert await cache.put(criteria, response, fresh_s=60)
+        assert await cache.get("BA", criteria) is not None
+
+        pid = int((home / "run" / "redis.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        started = asyncio.get_running_loop().time()
+        assert await cache.get("BA", criteria) is None  # a miss: the search goes to the airline
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert not cache.available
+        assert not await cache.put(criteria, response, fresh_s=60)  # nothing stored, nothing waited for
+
+        assert _redis_sh("start", home).returncode == 0  # back, empty (no persistence: a cache)
+        await asyncio.sleep(0.6)  # the retry period
+        assert await cache.put(criteria, response, fresh_s=60)
+        assert cache.available
+        back = await cache.get("BA", criteria)
+    assert back is not None
+    assert [o.offer_id for o in back.response.offers] == [o.offer_id for o in response.offers]

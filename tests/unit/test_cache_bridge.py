@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import anyio
 import httpx
+import pytest
 from mcp import Client
 
 from jetbridge.kafka import AsyncProducer
@@ -16,9 +17,10 @@ from jetbridge.runtime import Runtime
 from jetbridge.settings import Settings
 from mcp_bridge.correlator import ReplyCorrelator
 from mcp_bridge.server import build_server
-from mcp_bridge.service import SearchService
+from mcp_bridge.service import SearchService, result_of, reusable_ms
 from schemas.codec import AvroCodec
 from schemas.models import AirlineOutcome, AirlineStatus, ReplyStatus, SearchReply, SearchRequest, now_utc
+from tests.support import factories
 from tests.unit.test_search_arguments import RULES, RecordingBackend, parse, real_soon
 
 
@@ -101,3 +103,36 @@ async def test_fresh_travels_on_the_request_and_the_result_shows_each_airlines_s
     [request] = [value for _, value in producer.sent if isinstance(value, SearchRequest)]
     assert request.fresh is True
     assert [(a.airline, a.source, a.age_ms) for a in result.airlines] == [("BA", "live", None), ("AA", "cache", 4_000)]
+
+
+def test_a_complete_result_says_how_long_it_may_be_reused_and_others_none() -> None:
+    now = now_utc()
+    soon = now + timedelta(seconds=45)
+    reply = SearchReply(
+        request_id="r",
+        correlation_id="r",
+        reply_to="bridge-1",
+        status=ReplyStatus.COMPLETE,
+        deadline=now,
+        completed_at=now,
+        offers=[factories.offer("BA", expires_at=now + timedelta(minutes=20)), factories.offer("AA", expires_at=soon)],
+        airlines=[
+            AirlineStatus(airline="BA", status=AirlineOutcome.OK, offer_count=1, source="live"),
+            AirlineStatus(airline="AA", status=AirlineOutcome.OK, offer_count=1, source="cache", age_ms=50_000),
+        ],
+    )
+    fresh = {"BA": 60.0, "AA": 60.0}.__getitem__
+    assert reusable_ms(reply, fresh, now) == 10_000  # AA's answer is fresh 10 s more; before the offer expires
+    assert result_of(reply, 5, fresh).ttl_ms == pytest.approx(10_000, abs=100)
+    assert result_of(reply, 5, fresh).cache_scope == "private"
+    assert reusable_ms(reply.model_copy(update={"status": ReplyStatus.PARTIAL}), fresh, now) == 0
+    stale = [a.model_copy(update={"source": "stale"}) if a.airline == "AA" else a for a in reply.airlines]
+    assert reusable_ms(reply.model_copy(update={"airlines": stale}), fresh, now) == 0
+
+
+async def test_tools_list_may_be_kept_an_hour_by_its_caller_only() -> None:
+    """Which tools a caller sees depends on its token's scopes: the list is private to it (MCP caching hints)."""
+    with anyio.fail_after(10):
+        async with Client(build_server(RecordingBackend(RULES))) as client:
+            listed = await client.list_tools()
+    assert (listed.ttl_ms, listed.cache_scope) == (3_600_000, "private")

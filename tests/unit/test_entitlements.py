@@ -222,6 +222,15 @@ def test_a_search_without_airlines_is_cut_to_the_fan_out_in_registry_order() -> 
     assert choose_airlines("acme", Entitlement(max_fanout=60), AIRLINES, search()) is None, "the router's choice"
 
 
+def test_airlines_that_will_not_answer_live_go_last_when_the_fan_out_is_cut() -> None:
+    first, second, *rest = serving_lhr_jfk()
+    failing = {first}  # its circuit is open: it would take a healthy airline's place
+    chosen = choose_airlines("acme", Entitlement(max_fanout=2), AIRLINES, search(), failing.__contains__)
+    assert chosen == [second, rest[0]]
+    everyone = choose_airlines("acme", Entitlement(max_fanout=60), AIRLINES, search(), failing.__contains__)
+    assert everyone is None, "no cut, no reordering: the router asks every airline and says why one was skipped"
+
+
 def test_the_deadline_is_capped_per_client() -> None:
     clients = ClientRegistry(Entitlement(), {"quick": Entitlement(max_deadline_ms=2000)})
     traffic = control(clients, FakeClock())
