@@ -22,7 +22,7 @@ from mcp import Client
 from infra.auth.dev_issuer import auth_dir, load_or_create_key, mint
 from infra.stack.backends import Infra
 from jetbridge.airlines import DEFAULT_REGISTRY
-from jetbridge.settings import REPO_ROOT
+from jetbridge.settings import REPO_ROOT, Settings
 from mcp_bridge.agent import open_agent
 from mcp_bridge.auth import OFFERS_READ
 from tests.conftest import PORT_SHIFT
@@ -54,6 +54,10 @@ class Stack:
         key = load_or_create_key(auth_dir(self.home))
         audience = self.bridge_url
         return mint(key, issuer=self.issuer_url, audience=audience, client_id=client, scopes=list(scopes), ttl_s=ttl_s)
+
+    def settings(self, **overrides: Any) -> Settings:
+        """The settings a process of this stack reads (its environment), with ``overrides``."""
+        return Settings(**(self.env | overrides))
 
     def agent(self, url: str | None = None, *, client: str = AGENT) -> contextlib.AbstractAsyncContextManager[Client]:
         """An MCP session with the bridge (or another instance of it at ``url``), as the agent ``client``."""

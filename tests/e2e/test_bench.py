@@ -10,7 +10,7 @@ import pytest
 
 from bench.run import BenchConfig, run_benchmark
 from jetbridge.settings import Settings
-from tests.e2e.conftest import BRIDGE_PORT, SIM_CONTROL_PORT, Stack
+from tests.e2e.conftest import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -20,16 +20,7 @@ LATENCIES = {"BA": 40, "AA": 50, "VS": 60, "DL": 70, "AY": 80}
 async def test_short_benchmark_run_measures_both_systems_and_writes_its_reports(
     stack: Stack, settings: Settings, tmp_path: Path
 ) -> None:
-    stack_settings = Settings(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        SCHEMA_REGISTRY_URL=settings.schema_registry_url,
-        JB_HOME=stack.home,
-        JB_AUTH_ISSUER=stack.issuer_url,
-        JB_AUTH_RESOURCE=stack.bridge_url,
-        JB_AIRLINES_FILE=stack.env["JB_AIRLINES_FILE"],
-        JB_BRIDGE_PORT=BRIDGE_PORT,
-        JB_SIM_CONTROL_PORT=SIM_CONTROL_PORT,
-    )
+    stack_settings = stack.settings()
     config = BenchConfig(
         rates=[4.0],
         warmup_s=1.0,

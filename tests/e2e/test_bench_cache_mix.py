@@ -11,7 +11,7 @@ import pytest
 from bench.cache_mix import run_cache_mix
 from bench.run import BenchConfig
 from jetbridge.settings import Settings
-from tests.e2e.conftest import BRIDGE_PORT, SIM_CONTROL_PORT, Stack
+from tests.e2e.conftest import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -19,17 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 async def test_short_cache_mix_run_counts_fewer_airline_calls_for_jetbridge_and_reports_a_hit(
     stack: Stack, settings: Settings, tmp_path: Path
 ) -> None:
-    stack_settings = Settings(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        SCHEMA_REGISTRY_URL=settings.schema_registry_url,
-        REDIS_URL=settings.redis_url,
-        JB_HOME=stack.home,
-        JB_AUTH_ISSUER=stack.issuer_url,
-        JB_AUTH_RESOURCE=stack.bridge_url,
-        JB_AIRLINES_FILE=stack.env["JB_AIRLINES_FILE"],
-        JB_BRIDGE_PORT=BRIDGE_PORT,
-        JB_SIM_CONTROL_PORT=SIM_CONTROL_PORT,
-    )
+    stack_settings = stack.settings()
     config = BenchConfig(
         warmup_s=1.0, hold_s=4.0, sessions=2, baseline_port=18088, cache_mix=0.8, cache_mix_rate=5.0, out_dir=tmp_path
     )

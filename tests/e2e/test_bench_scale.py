@@ -61,18 +61,7 @@ async def test_airline_count_run_measures_both_systems_per_count_and_brings_the_
     scale_stack: Stack, settings: Settings, tmp_path: Path
 ) -> None:
     own_registry = scale_stack.env["JB_AIRLINES_FILE"]
-    stack_settings = Settings(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        SCHEMA_REGISTRY_URL=settings.schema_registry_url,
-        JB_HOME=scale_stack.home,
-        JB_AUTH_ISSUER=scale_stack.issuer_url,
-        JB_AUTH_RESOURCE=scale_stack.bridge_url,
-        JB_AIRLINES_FILE=own_registry,
-        JB_BRIDGE_PORT=BRIDGE_PORT,
-        JB_SIM_CONTROL_PORT=SIM_CONTROL_PORT,
-        JB_HEALTH_PORT_BASE=HEALTH_PORT_BASE,
-        JB_TOPIC_PREFIX=PREFIX,
-    )
+    stack_settings = scale_stack.settings(JB_AIRLINES_FILE=own_registry)
     config = BenchConfig(
         warmup_s=1.0,
         hold_s=2.0,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, cast
 
 import pytest
@@ -16,9 +16,6 @@ from prometheus_client import REGISTRY
 
 from jetbridge.airlines import AirlineRegistry, CachePolicy
 from jetbridge.kafka import decode_headers
-from jetbridge.offer_cache import OfferCache
-from jetbridge.routing import SkipReason
-from jetbridge.settings import Settings
 from schemas.codec import AvroCodec
 from schemas.models import (
     AirlineCall,
@@ -29,14 +26,19 @@ from schemas.models import (
     SearchRequest,
     now_utc,
 )
-from schemas.registry import SchemaRegistryClient
-from streams.context import StreamContext
 from streams.dead_letters import DeadLetters
 from streams.joining import Joining
 from streams.router import CACHE_KIND, Routed, Router
 from tests.support import factories as f
 from tests.support.offer_cache_double import MemoryOfferCache, answer
-from tests.support.registry_double import RegistryDouble
+from tests.support.router_context import Context, router_codec
+
+
+@pytest.fixture
+async def codec() -> AsyncIterator[AvroCodec]:
+    async with router_codec() as avro:
+        yield avro
+
 
 TRACE = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
 FRESH = timedelta(seconds=30)  # fresh for this much longer
@@ -49,38 +51,6 @@ class Sent:
     key: bytes | str | None
     value: bytes
     headers: dict[str, str]
-
-
-class Context(StreamContext):
-    def __init__(self, codec: AvroCodec, cache: MemoryOfferCache | None, skips: dict[str, str]) -> None:
-        super().__init__(Settings())
-        self._test_codec = codec
-        self._test_cache = cache
-        self.skips = skips
-
-    async def codec(self) -> AvroCodec:
-        return self._test_codec
-
-    async def offer_cache(self) -> OfferCache | None:
-        return self._test_cache  # type: ignore[return-value]  # the reading side is all the router uses
-
-    def skip_reason(self, codec: AvroCodec) -> SkipReason:
-        def reason(code: str, _deadline: datetime) -> str | None:
-            return self.skips.get(code)
-
-        return reason
-
-
-@pytest.fixture
-async def codec() -> AsyncIterator[AvroCodec]:
-    async with RegistryDouble().client() as http:
-        avro = AvroCodec(SchemaRegistryClient("http://registry.test", http))
-        ctx = StreamContext(Settings())
-        await avro.register(ctx.names.requests, SearchRequest)
-        await avro.register(ctx.names.responses, AirlineResponse)
-        for a in ctx.airlines:
-            await avro.register(ctx.names.calls(a.code), AirlineCall)
-        yield avro
 
 
 @dataclass
@@ -108,7 +78,7 @@ async def route(
     answered: frozenset[str] = frozenset(),
     no_stale: frozenset[str] = frozenset(),
 ) -> Outcome:
-    ctx = Context(codec, cache, skips or {})
+    ctx = Context(codec, skips or {}, cache)
     if no_stale:
         ctx.airlines = AirlineRegistry(
             [replace(a, cache=CachePolicy(serve_stale=False)) if a.code in no_stale else a for a in ctx.airlines]
@@ -303,7 +273,7 @@ async def test_a_request_answered_from_the_cache_is_acknowledged_once_that_answe
 ) -> None:
     cache = MemoryOfferCache()
     cached(cache, "BA", FRESH)
-    ctx = Context(codec, cache, {})
+    ctx = Context(codec, {}, cache)
     await codec.register(ctx.names.replies, SearchReply)
     sent: list[tuple[str, bytes, asyncio.Future[Any]]] = []
 

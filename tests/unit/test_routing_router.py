@@ -7,21 +7,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from jetbridge.kafka import decode_headers
-from jetbridge.routing import SkipReason
-from jetbridge.settings import Settings
 from schemas.codec import AvroCodec
 from schemas.models import AirlineCall, SearchRequest, now_utc
-from schemas.registry import SchemaRegistryClient
-from streams.context import StreamContext
 from streams.router import Routed, Router
 from tests.support import factories as f
-from tests.support.registry_double import RegistryDouble
+from tests.support.router_context import Context, router_codec
 
 TRACE = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
 
@@ -34,30 +30,9 @@ class Sent:
     headers: dict[str, str]
 
 
-class Context(StreamContext):
-    def __init__(self, codec: AvroCodec, skips: dict[str, str]) -> None:
-        super().__init__(Settings(JB_OFFER_CACHE="off"))  # the cache decision: tests/unit/test_cache_router.py
-        self._test_codec = codec
-        self.skips = skips
-
-    async def codec(self) -> AvroCodec:
-        return self._test_codec
-
-    def skip_reason(self, codec: AvroCodec) -> SkipReason:
-        def reason(code: str, _deadline: datetime) -> str | None:
-            return self.skips.get(code)
-
-        return reason
-
-
 @pytest.fixture
 async def codec() -> AsyncIterator[AvroCodec]:
-    async with RegistryDouble().client() as http:
-        avro = AvroCodec(SchemaRegistryClient("http://registry.test", http))
-        ctx = StreamContext(Settings())
-        await avro.register(ctx.names.requests, SearchRequest)
-        for a in ctx.airlines:
-            await avro.register(ctx.names.calls(a.code), AirlineCall)
+    async with router_codec() as avro:
         yield avro
 
 
