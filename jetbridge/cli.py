@@ -239,12 +239,21 @@ def _airlines_table(result: dict[str, Any]) -> Table:
     table.add_column("status")
     table.add_column("offers", justify="right")
     table.add_column("latency", justify="right")
+    table.add_column("source")
     table.add_column("error")
     for a in result["airlines"]:
         latency = f"{a['latency_ms']} ms" if a.get("latency_ms") is not None else "-"
         style = "green" if a["status"] == "ok" else "yellow"
+        source = a.get("source") or ""
+        if source in ("cache", "stale") and a.get("age_ms") is not None:
+            source = f"{source}, {a['age_ms'] / 1000:.1f} s old"
         table.add_row(
-            a["airline"], Text(a["status"], style=style), str(a["offer_count"]), latency, a.get("error_code") or ""
+            a["airline"],
+            Text(a["status"], style=style),
+            str(a["offer_count"]),
+            latency,
+            source,
+            a.get("error_code") or "",
         )
     return table
 
