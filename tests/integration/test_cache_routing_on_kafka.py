@@ -34,7 +34,7 @@ from schemas.models import (
 )
 from tests.support import factories as f
 from tests.support.offer_cache_double import MemoryOfferCache
-from tests.support.streams_worker import StreamsWorker, TopicSpace
+from tests.support.streams_worker import StreamsWorker, TopicSpace, running_worker
 
 pytestmark = pytest.mark.kafka
 
@@ -58,13 +58,8 @@ def cache(space: TopicSpace, redis: Redis) -> OfferCache:
 
 @pytest.fixture
 async def worker(space: TopicSpace, test_home: Path) -> AsyncIterator[StreamsWorker]:
-    proc = StreamsWorker(space, test_home, "streams-c1")
-    proc.start()
-    try:
-        await proc.healthy()
+    async with running_worker(space, test_home, "streams-c1") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 async def fill(cache: OfferCache, airline: str, *, fresh_s: float = 60.0) -> AirlineResponse:

@@ -18,7 +18,7 @@ import pytest
 
 from schemas.models import AirlineOutcome, ErrorInfo, ReplyStatus, ResponseStatus, SearchReply, now_utc
 from tests.support import factories as f
-from tests.support.streams_worker import StreamsWorker, TopicSpace
+from tests.support.streams_worker import StreamsWorker, TopicSpace, running_worker
 
 pytestmark = pytest.mark.kafka
 
@@ -31,13 +31,8 @@ def rid() -> str:
 
 @pytest.fixture
 async def worker(space: TopicSpace, test_home: Path) -> AsyncIterator[StreamsWorker]:
-    proc = StreamsWorker(space, test_home, "streams-t1")
-    proc.start()
-    try:
-        await proc.healthy()
+    async with running_worker(space, test_home, "streams-t1") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def by_request(replies: list[SearchReply]) -> Counter[str]:

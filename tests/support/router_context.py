@@ -1,12 +1,17 @@
 """The router's unit-test surroundings: a stream context with a test codec, airlines skipped as a test says,
-and an offer cache only when given one; and the codec with the router's topics registered."""
+and an offer cache only when given one; the codec with the router's topics registered; and routing one
+request with every event it queues recorded (no broker)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from jetbridge.kafka import decode_headers
 from jetbridge.offer_cache import OfferCache
 from jetbridge.routing import SkipReason
 from jetbridge.settings import Settings
@@ -14,6 +19,7 @@ from schemas.codec import AvroCodec
 from schemas.models import AirlineCall, AirlineResponse, SearchRequest
 from schemas.registry import SchemaRegistryClient
 from streams.context import StreamContext
+from streams.router import Routed, Router
 from tests.support.offer_cache_double import MemoryOfferCache
 from tests.support.registry_double import RegistryDouble
 
@@ -51,3 +57,32 @@ async def router_codec() -> AsyncIterator[AvroCodec]:
         for a in ctx.airlines:
             await avro.register(ctx.names.calls(a.code), AirlineCall)
         yield avro
+
+
+TRACE = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
+
+
+@dataclass
+class Sent:
+    """One event the router queued."""
+
+    topic: str
+    key: bytes | str | None
+    value: bytes
+    headers: dict[str, str]
+
+
+async def route_recorded(
+    ctx: Context, codec: AvroCodec, request: SearchRequest, answered: Collection[str] = ()
+) -> tuple[list[Sent], Routed]:
+    """Route ``request`` in ``ctx``; every event it queues is recorded, none is acknowledged."""
+    sent: list[Sent] = []
+
+    async def produce(
+        topic: str, key: bytes | str | None, value: bytes, headers: Sequence[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
+        sent.append(Sent(topic, key, value, decode_headers(list(headers))))
+        return asyncio.get_running_loop().create_future()  # the broker has not answered yet
+
+    routed = await Router(ctx, produce).route(codec, request, {"traceparent": TRACE}, answered)
+    return sent, routed

@@ -8,6 +8,7 @@ codec, a producer that partitions like the bridge and the connectors, and reader
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,15 @@ class StreamsWorker:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+@contextlib.asynccontextmanager
+async def running_worker(space: TopicSpace, home: Path, name: str) -> AsyncIterator[StreamsWorker]:
+    """A stream worker process on ``space``, healthy, stopped at the end whatever happened."""
+    proc = StreamsWorker(space, home, name)
+    proc.start()
+    try:
+        await proc.healthy()
+        yield proc
+    finally:
+        proc.stop()

@@ -15,7 +15,6 @@ import pytest
 from prometheus_client import REGISTRY
 
 from jetbridge.airlines import AirlineRegistry, CachePolicy
-from jetbridge.kafka import decode_headers
 from schemas.codec import AvroCodec
 from schemas.models import (
     AirlineCall,
@@ -28,10 +27,10 @@ from schemas.models import (
 )
 from streams.dead_letters import DeadLetters
 from streams.joining import Joining
-from streams.router import CACHE_KIND, Routed, Router
+from streams.router import CACHE_KIND, Routed
 from tests.support import factories as f
 from tests.support.offer_cache_double import MemoryOfferCache, answer
-from tests.support.router_context import Context, router_codec
+from tests.support.router_context import TRACE, Context, Sent, route_recorded, router_codec
 
 
 @pytest.fixture
@@ -40,17 +39,8 @@ async def codec() -> AsyncIterator[AvroCodec]:
         yield avro
 
 
-TRACE = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
 FRESH = timedelta(seconds=30)  # fresh for this much longer
 STALE = -timedelta(seconds=30)  # stale since this long
-
-
-@dataclass
-class Sent:
-    topic: str
-    key: bytes | str | None
-    value: bytes
-    headers: dict[str, str]
 
 
 @dataclass
@@ -83,15 +73,7 @@ async def route(
         ctx.airlines = AirlineRegistry(
             [replace(a, cache=CachePolicy(serve_stale=False)) if a.code in no_stale else a for a in ctx.airlines]
         )
-    sent: list[Sent] = []
-
-    async def produce(
-        topic: str, key: bytes | str | None, value: bytes, headers: Sequence[tuple[str, bytes]]
-    ) -> asyncio.Future[Any]:
-        sent.append(Sent(topic, key, value, decode_headers(list(headers))))
-        return asyncio.get_running_loop().create_future()  # the broker has not answered yet
-
-    routed = await Router(ctx, produce).route(codec, request, {"traceparent": TRACE}, answered)
+    sent, routed = await route_recorded(ctx, codec, request, answered)
     return Outcome(ctx, sent, routed)
 
 

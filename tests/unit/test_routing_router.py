@@ -4,30 +4,16 @@ aggregator in memory: no plan event, so a search costs request, calls, responses
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
-from jetbridge.kafka import decode_headers
 from schemas.codec import AvroCodec
 from schemas.models import AirlineCall, SearchRequest, now_utc
-from streams.router import Routed, Router
+from streams.router import Routed
 from tests.support import factories as f
-from tests.support.router_context import Context, router_codec
-
-TRACE = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
-
-
-@dataclass
-class Sent:
-    topic: str
-    key: bytes | str | None
-    value: bytes
-    headers: dict[str, str]
+from tests.support.router_context import TRACE, Context, Sent, route_recorded, router_codec
 
 
 @pytest.fixture
@@ -43,15 +29,7 @@ async def route(
     answered: frozenset[str] = frozenset(),
 ) -> tuple[Context, list[Sent], Routed]:
     ctx = Context(codec, skips or {})
-    sent: list[Sent] = []
-
-    async def produce(
-        topic: str, key: bytes | str | None, value: bytes, headers: Sequence[tuple[str, bytes]]
-    ) -> asyncio.Future[Any]:
-        sent.append(Sent(topic, key, value, decode_headers(list(headers))))
-        return asyncio.get_running_loop().create_future()  # the broker has not answered yet
-
-    routed = await Router(ctx, produce).route(codec, request, {"traceparent": TRACE}, answered)
+    sent, routed = await route_recorded(ctx, codec, request, answered)
     return ctx, sent, routed
 
 
