@@ -15,7 +15,14 @@ so never rename one) and a ``retriable`` flag that retry logic reads instead of 
     ├── OverLimit                         the bridge will not take this client's call now (retriable,
     │   │                                 retry_after_s); nothing was published
     │   ├── ClientRateLimited             over the client's rate, or the bridge's in-flight cap (rate_limited)
-    │   └── QuotaExceeded                 the client's daily quota or look-to-book budget is used up
+    │   ├── QuotaExceeded                 the client's daily quota or look-to-book budget is used up
+    │   └── SpendCapExceeded              an order would take the client past its daily spend cap
+    ├── OrderError                        an order operation that cannot go on (never retried as it is)
+    │   ├── ConfirmationDeclined          the person declined (or did not answer) the confirmation: nothing called
+    │   ├── OfferNotPriced                create_order before price_offer: nothing to confirm a total against
+    │   ├── OrderNotFound                 no such order, or not one this client made (the same answer for both)
+    │   └── OrderOutcomeUnknown           the airline's outcome could not be established in time (retriable:
+    │                                     the same create_order again never books twice)
     ├── DeadlineExceeded                  the request's deadline passed before work could finish
     │   └── RequestExpired                too old to answer safely (past the aggregator's reply window)
     └── AirlineError                      anything that went wrong talking to one airline
@@ -27,7 +34,12 @@ so never rename one) and a ``retriable`` flag that retry logic reads instead of 
         ├── CircuitOpen                   the airline's circuit breaker is open: not called (fail fast)
         │   └── AirlineQuarantined        not called at all: its MCP tools differ from the approved pin, or its
         │                                 host resolves to an address the registry does not allow
-        └── RateLimited                   our rate limit for the airline had no room before the deadline
+        ├── RateLimited                   our rate limit for the airline had no room before the deadline
+        ├── OfferUnavailable              the offer cannot be priced or booked: unknown, expired, or sold out
+        │   ├── OfferExpired              past its expiry at the airline (search again)
+        │   └── SeatsUnavailable          the seats ran out (search again)
+        ├── PriceChanged                  the airline's price is not the one confirmed (price again, confirm again)
+        └── OrderRefused                  the airline refused to create, change or cancel the order
 """
 
 from __future__ import annotations
@@ -46,18 +58,29 @@ __all__ = [
     "CircuitOpen",
     "ClientRateLimited",
     "ConfigurationError",
+    "ConfirmationDeclined",
     "DeadlineExceeded",
     "DecodeError",
     "InsufficientScope",
     "InvalidInput",
     "JetbridgeError",
     "KafkaError",
+    "OfferExpired",
+    "OfferNotPriced",
+    "OfferUnavailable",
+    "OrderError",
+    "OrderNotFound",
+    "OrderOutcomeUnknown",
+    "OrderRefused",
     "OverLimit",
+    "PriceChanged",
     "QuotaExceeded",
     "RateLimited",
     "RequestExpired",
     "SchemaError",
     "SchemaRegistryError",
+    "SeatsUnavailable",
+    "SpendCapExceeded",
 ]
 
 
@@ -217,3 +240,72 @@ class AirlineQuarantined(CircuitOpen):
     and not retried; unlike one, no probe ends it. ``list_airlines`` shows it as status ``quarantined``."""
 
     code = "airline_quarantined"
+
+
+class SpendCapExceeded(OverLimit):
+    """An order's total would take the client past its daily spend cap (``mcp_bridge/clients.toml``)."""
+
+    code = "spend_cap_exceeded"
+
+
+class OrderError(JetbridgeError):
+    """An order operation the bridge will not go on with; nothing (more) was sent to the airline."""
+
+    code = "order"
+
+
+class ConfirmationDeclined(OrderError):
+    """The person declined the confirmation, cancelled it, or the client cannot ask: the airline was not called."""
+
+    code = "confirmation_declined"
+
+
+class OfferNotPriced(OrderError):
+    """create_order for an offer this client has not priced (price_offer) lately: there is no total to confirm."""
+
+    code = "offer_not_priced"
+
+
+class OrderNotFound(OrderError):
+    """No order by that id that this client made: the same answer whether it does not exist or is another's."""
+
+    code = "order_not_found"
+
+
+class OrderOutcomeUnknown(OrderError):
+    """Whether the airline made (or cancelled) the order could not be established by the deadline. Retriable:
+    the same call again is reconciled with the airline first, so it never makes a second order."""
+
+    code = "order_outcome_unknown"
+    retriable = True
+
+
+class OfferUnavailable(AirlineError):
+    """The airline cannot price or book the offer: it does not know it (or no longer)."""
+
+    code = "offer_unavailable"
+
+
+class OfferExpired(OfferUnavailable):
+    code = "offer_expired"
+
+
+class SeatsUnavailable(OfferUnavailable):
+    code = "seats_unavailable"
+
+
+class PriceChanged(AirlineError):
+    """The airline's total is not the one the person confirmed; ``amount`` is the new one (a string, 2 places)."""
+
+    code = "price_changed"
+
+    def __init__(self, message: str, *, amount: str | None = None, currency: str | None = None) -> None:
+        super().__init__(message)
+        self.amount = amount
+        self.currency = currency
+
+
+class OrderRefused(AirlineError):
+    """The airline refused to create, change or cancel the order (its reason in the message)."""
+
+    code = "order_refused"

@@ -149,6 +149,19 @@ class Settings(BaseSettings):
     auth_jwks_min_refresh_s: float = Field(default=30.0, ge=0, validation_alias="JB_AUTH_JWKS_MIN_REFRESH_S")
     auth_jwks_max_age_s: float = Field(default=3600.0, gt=0, validation_alias="JB_AUTH_JWKS_MAX_AGE_S")
 
+    # Passenger personal data travels on the order topics sealed (jetbridge/pii.py, AES-256-GCM), readable by the
+    # bridge that sealed it and the connectors that call the airline, by nobody reading a topic or the DLQ. The
+    # key: JB_PII_KEY (url-safe base64 of 32 bytes; a secret store fills it in production), else the file
+    # $JB_HOME/secrets/pii.key, made (0600) by the first process that needs it on this machine.
+    pii_key: SecretStr | None = Field(default=None, validation_alias="JB_PII_KEY")
+    # Orders (README "Orders"): how long an order call may take, end to end, before the agent is told its
+    # outcome is unknown (and that the same call again never books twice).
+    order_deadline_ms: int = Field(default=12000, ge=1000, validation_alias="JB_ORDER_DEADLINE_MS")
+
+    @property
+    def pii_key_file(self) -> Path:
+        return self.home / "secrets" / "pii.key"
+
     @property
     def state_dir(self) -> Path:
         """This instance's own folder for local state (faust's data, caches)."""

@@ -17,6 +17,9 @@ from schemas.models import (
     DeadLetter,
     DlqReplay,
     Event,
+    OrderCall,
+    OrderEvent,
+    OrderReply,
     SearchReply,
     SearchRequest,
 )
@@ -28,11 +31,14 @@ __all__ = [
     "AUDIT",
     "DLQ",
     "DLQ_REPLAYS",
+    "ORDERS",
+    "ORDER_REPLIES",
     "REPLIES",
     "REQUESTS",
     "TopicNames",
     "TopicSpec",
     "airline_calls_topic",
+    "airline_orders_topic",
     "declared_topics",
 ]
 
@@ -44,6 +50,8 @@ REPLIES = "jb.replies.v1"
 DLQ = "jb.dlq.v1"
 DLQ_REPLAYS = "jb.dlq-replays.v1"
 AUDIT = "jb.audit.v1"
+ORDER_REPLIES = "jb.order-replies.v1"
+ORDERS = "jb.orders.v1"
 
 _HOUR_MS = 3_600_000
 _DAY_MS = 24 * _HOUR_MS
@@ -51,6 +59,11 @@ _DAY_MS = 24 * _HOUR_MS
 
 def airline_calls_topic(code: str) -> str:
     return f"jb.airline.{code}.calls.v1"
+
+
+def airline_orders_topic(code: str) -> str:
+    """An airline's order calls: apart from its search calls, so a booking never queues behind a search flood."""
+    return f"jb.airline.{code}.orders.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +105,19 @@ class TopicNames:
     def audit(self) -> str:
         return self.prefix + AUDIT
 
+    @property
+    def order_replies(self) -> str:
+        return self.prefix + ORDER_REPLIES
+
+    @property
+    def orders(self) -> str:
+        return self.prefix + ORDERS
+
     def calls(self, code: str) -> str:
         return self.prefix + airline_calls_topic(code)
+
+    def order_calls(self, code: str) -> str:
+        return self.prefix + airline_orders_topic(code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +161,11 @@ def declared_topics(registry: AirlineRegistry, partitions: int = 6, prefix: str 
         # One record per airline, the latest kept: every worker, router and bridge reads it whole at start-up.
         # Short segments so compaction has closed segments to work on.
         TopicSpec(names.airline_health, AirlineHealth, 3, 7 * _DAY_MS, cleanup_policy="compact", segment_ms=_HOUR_MS),
+        # Orders: the replies like the search's; the orders themselves compacted by order id (the latest state of
+        # each is kept for as long as the order lives: the bridge and analytics read it whole).
+        TopicSpec(names.order_replies, OrderReply, partitions, _HOUR_MS * 6),
+        TopicSpec(names.orders, OrderEvent, 3, 365 * _DAY_MS, cleanup_policy="compact", segment_ms=_HOUR_MS),
     ]
     specs += [TopicSpec(names.calls(a.code), AirlineCall, max(1, partitions // 2), _DAY_MS) for a in registry]
+    specs += [TopicSpec(names.order_calls(a.code), OrderCall, max(1, partitions // 2), _DAY_MS) for a in registry]
     return specs

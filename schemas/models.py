@@ -23,6 +23,7 @@ __all__ = [
     "AirlineStatus",
     "AuditRecord",
     "Cabin",
+    "ChangeSource",
     "CircuitState",
     "ControlKind",
     "DeadLetter",
@@ -31,6 +32,14 @@ __all__ = [
     "Event",
     "Offer",
     "OfferSource",
+    "OrderCall",
+    "OrderEvent",
+    "OrderOperation",
+    "OrderReply",
+    "OrderReplyStatus",
+    "OrderState",
+    "OrderStatus",
+    "PricedOffer",
     "ReplyStatus",
     "ResponseStatus",
     "SearchCriteria",
@@ -308,3 +317,114 @@ class AuditRecord(Event):
     duration_ms: int
     at: AwareDatetime
     arguments_sha256: str | None = None
+
+
+# ---- Orders (issue 11): one airline's order operations, and the orders as they stand ----
+
+
+class OrderOperation(StrEnum):
+    PRICE = "PRICE"
+    CREATE = "CREATE"
+    RETRIEVE = "RETRIEVE"
+    CANCEL = "CANCEL"
+
+
+class OrderCall(Event):
+    SCHEMA: ClassVar[str] = "order_call.avsc"
+
+    request_id: str
+    correlation_id: str
+    client_id: str
+    reply_to: str
+    airline: str
+    operation: OrderOperation
+    offer_id: str | None = None
+    order_id: str | None = None
+    idempotency_key: str | None = None
+    accepted_total: Decimal | None = None
+    currency: str | None = None
+    passenger_count: int = 0
+    passengers_sealed: bytes | None = Field(default=None, repr=False)
+    deadline: AwareDatetime
+    created_at: AwareDatetime
+    attempt: int = 1
+
+    def subject(self) -> str:
+        """The call's key: what calls must be handled in order by one worker (see the schema's doc)."""
+        if self.operation is OrderOperation.CREATE and self.idempotency_key:
+            return self.idempotency_key
+        return self.order_id or self.offer_id or self.request_id
+
+
+class OrderReplyStatus(StrEnum):
+    OK = "OK"
+    ERROR = "ERROR"
+    UNKNOWN = "UNKNOWN"
+
+
+class PricedOffer(_Model):
+    offer_id: str
+    total_amount: Decimal
+    currency: str
+    previous_amount: Decimal | None = None
+    expires_at: AwareDatetime
+    passenger_count: int
+    documents_required: bool = False
+    flights: list[str] = Field(default_factory=list)
+
+
+class OrderStatus(StrEnum):
+    CONFIRMED = "CONFIRMED"
+    CHANGED = "CHANGED"
+    CANCELLED = "CANCELLED"
+
+
+class OrderState(_Model):
+    order_id: str
+    airline: str
+    status: OrderStatus
+    offer_id: str | None = None
+    total_amount: Decimal
+    currency: str
+    passenger_count: int
+    flights: list[str] = Field(default_factory=list)
+    client_reference: str | None = None
+    created_at: AwareDatetime | None = None
+    updated_at: AwareDatetime
+
+
+class OrderReply(Event):
+    SCHEMA: ClassVar[str] = "order_reply.avsc"
+
+    request_id: str
+    correlation_id: str
+    reply_to: str
+    airline: str
+    operation: OrderOperation
+    status: OrderReplyStatus
+    error: ErrorInfo | None = None
+    price: PricedOffer | None = None
+    order: OrderState | None = None
+    reconciled: bool = False
+    connector_kind: str
+    latency_ms: int
+    attempts: int = 1
+    produced_at: AwareDatetime
+
+
+class ChangeSource(StrEnum):
+    AGENT = "AGENT"
+    AIRLINE = "AIRLINE"
+
+
+class OrderEvent(Event):
+    SCHEMA: ClassVar[str] = "order_event.avsc"
+
+    order_id: str
+    client_id: str
+    order: OrderState
+    change: str
+    changed_by: ChangeSource
+    reason: str | None = None
+    request_id: str | None = None
+    at: AwareDatetime

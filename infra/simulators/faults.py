@@ -29,6 +29,8 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infra.simulators.orders import OrderDesk
+
 __all__ = [
     "DEFAULT_LATENCY_MS",
     "AirlineGate",
@@ -37,12 +39,14 @@ __all__ = [
     "FaultConfig",
     "FaultPatch",
     "IsBusiness",
+    "OrderFault",
     "api_key_of",
     "is_mcp_tool_call",
     "is_path",
 ]
 
 Fault = Literal["none", "slow", "http_500", "malformed", "refuse", "throttle"]
+OrderFault = Literal["none", "fail", "timeout_after_create"]
 
 # Typical answer times of each airline when nobody asked for anything else (80-250 ms).
 DEFAULT_LATENCY_MS: dict[str, int] = {"BA": 140, "AA": 180, "VS": 90, "DL": 120, "AY": 220}
@@ -67,6 +71,12 @@ class FaultConfig(BaseModel):
     retry_after_s: int = Field(default=1, ge=0, le=3600)
     tool_description: str | None = Field(default=None, max_length=4000)
     offer_ttl_s: int | None = Field(default=None, ge=1, le=86_400)
+    # Orders (infra/simulators/orders.py): prices move by this much between search and pricing; order creation
+    # fails, or makes the order and answers only after slow_ms; where the airline pushes its own changes (NDC,
+    # REST: a webhook URL; None: nowhere).
+    price_change_pct: float = Field(default=0.0, ge=-90.0, le=500.0)
+    order_fault: OrderFault = "none"
+    webhook_url: str | None = Field(default=None, max_length=500)
 
 
 class FaultPatch(BaseModel):
@@ -84,6 +94,12 @@ class FaultPatch(BaseModel):
     tool_description: str | None = Field(default=None, max_length=4000)
     # 0 goes back to the schedule's own expiry (a field left out keeps the current one).
     offer_ttl_s: int | None = Field(default=None, ge=0, le=86_400)
+    price_change_pct: float | None = Field(default=None, ge=-90.0, le=500.0)
+    order_fault: OrderFault | None = None
+    # "" removes the webhook (a field left out keeps the current one).
+    webhook_url: str | None = Field(default=None, max_length=500)
+    # Seats left on every offer (orders take them; -1: never run out). Kept on the order desk, not here.
+    seats_left: int | None = Field(default=None, ge=-1, le=100_000)
 
     def apply(self, current: FaultConfig) -> FaultConfig:
         changes = self.model_dump(exclude_none=True)
@@ -94,6 +110,9 @@ class FaultPatch(BaseModel):
             changes["tool_description"] = None
         if self.offer_ttl_s == 0:
             changes["offer_ttl_s"] = None
+        if self.webhook_url == "":
+            changes["webhook_url"] = None
+        changes.pop("seats_left", None)
         return current.model_copy(update=changes)
 
 
@@ -104,6 +123,8 @@ class AirlineState:
         self.code = code
         self.defaults = defaults
         self.config = defaults
+        # The airline's order system (offers sold, orders), the same for every protocol.
+        self.orders = OrderDesk(code, lambda: self.config)
         # Not seeded from the clock on purpose: fault draws need no reproducibility, only independence.
         self._rng = random.Random()
         self.calls = 0

@@ -270,6 +270,10 @@ class Schedule:
     def serves(self, airline: str, origin: str, destination: str) -> bool:
         return (origin, destination) in self._routes.get(airline, frozenset())
 
+    def international(self, origin: str, destination: str) -> bool:
+        """Whether the route crosses a border: its orders need every passenger's travel document."""
+        return self._airports[origin].country != self._airports[destination].country
+
     def distance_km(self, origin: str, destination: str) -> float:
         return great_circle_km(self._airports[origin], self._airports[destination])
 

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 from infra.simulators import mcp_finnair, ndc, rest_delta, rest_virgin
 from infra.simulators.control import build_control_app
 from infra.simulators.faults import DEFAULT_LATENCY_MS, AirlineState, FaultConfig, FaultPatch
+from infra.simulators.orders import OrderDesk
 from infra.simulators.schedule import Schedule
 from jetbridge.airlines import Airline
 from jetbridge.errors import ConfigurationError
@@ -248,6 +249,8 @@ class Simulators:
                 "endpoint": self.endpoint(name),
                 "listening": entry.listener.listening,
                 **entry.state.counts(recent=code is not None),
+                "orders_created": entry.state.orders.created,
+                "seats_left": entry.state.orders.seats_left,
             }
             for name, entry in self._airlines.items()
             if code is None or name == code
@@ -258,15 +261,23 @@ class Simulators:
         entry = self._airlines[code]
         async with entry.lock:
             entry.state.config = patch.apply(entry.state.config)
+            if patch.seats_left is not None:
+                entry.state.orders.seats_left = None if patch.seats_left < 0 else patch.seats_left
             await self._sync_listener(entry)
             log.info("simulator configured", airline=code, **entry.state.config.model_dump())
             return entry.state.config
+
+    def orders(self, code: str) -> OrderDesk:
+        """The airline's order desk (its offers and orders)."""
+        return self._airlines[code].state.orders
 
     async def reset(self) -> None:
         for entry in self._airlines.values():
             async with entry.lock:
                 entry.state.config = entry.state.defaults
                 entry.state.reset_counts()
+                entry.state.orders.orders.clear()
+                entry.state.orders.seats_left = None
                 await self._sync_listener(entry)
 
     @staticmethod
