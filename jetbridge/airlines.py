@@ -30,6 +30,7 @@ from jetbridge.reference import airports, routes_by_airline
 __all__ = [
     "DEFAULT_REGISTRY",
     "OPERATIONS",
+    "ORDER_CREATE",
     "Airline",
     "AirlineRegistry",
     "BreakerPolicy",
@@ -41,8 +42,11 @@ __all__ = [
 ]
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "connectors" / "airlines.toml"
-# Operations an airline call can be; each has its own retry policy (order operations come with booking).
-OPERATIONS = frozenset({"search"})
+# Operations an airline call can be; each has its own retry policy. ``order``: price, find, retrieve and cancel
+# an order (each safe to repeat); ``order_create``: one attempt to create an order, never retried blindly (the
+# order worker looks the order up after an unknown outcome before it creates again, connectors/order_worker.py).
+ORDER_CREATE = "order_create"
+OPERATIONS = frozenset({"search", "order", ORDER_CREATE})
 DEFAULT_TIMEOUT_MS = 2500
 DEFAULT_CONCURRENCY = 16
 
@@ -134,7 +138,7 @@ class CachePolicy(_Strict):
 
 
 def _default_retry() -> dict[str, RetryPolicy]:
-    return {op: RetryPolicy() for op in OPERATIONS}
+    return {op: RetryPolicy() for op in OPERATIONS} | {ORDER_CREATE: RetryPolicy(max_attempts=1)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +170,7 @@ class Airline:
         return (origin, destination) in self.routes
 
     def retry_policy(self, operation: str) -> RetryPolicy:
-        """The retry policy of ``operation`` (``search``, later the order operations)."""
+        """The retry policy of ``operation`` (one of ``OPERATIONS``)."""
         return self.retry.get(operation) or RetryPolicy()
 
     def api_key(self) -> SecretStr | None:
@@ -285,6 +289,11 @@ def _retry_policies(
                 f"known: {', '.join(sorted(OPERATIONS))}"
             )
         policies[operation] = _policy(base.get(operation) or RetryPolicy(), overrides, path, f"{table}.{operation}")
+        if operation == ORDER_CREATE and policies[operation].max_attempts != 1:
+            raise ConfigurationError(
+                f"airline registry {path}: [{table}.{operation}] max_attempts must be 1: a create is not repeated "
+                "before the order is looked up (the order worker does that)"
+            )
     return policies
 
 

@@ -30,6 +30,7 @@ at 0. Label values are bounded sets (stage, airline code, status, error code), n
     jb_cache_calls_saved_total         counter    airline           router, connectors (answered from the cache)
     jb_cache_stale_serves_total        counter    airline           router, connectors (stale offers served)
     jb_cache_coalesced_total           counter    airline           connectors (calls that waited for another's)
+    jb_order_calls_total               counter    airline, operation, outcome   connectors (ok, reconciled, unknown, …)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ __all__ = [
     "DLQ_WRITES",
     "ERRORS",
     "OPEN_JOINS",
+    "ORDER_CALLS",
     "RATE_LIMIT_WAITS",
     "RATE_LIMIT_WAIT_SECONDS",
     "REPLIES",
@@ -204,3 +206,10 @@ class LagMonitor:
                 low, high = consumer.get_watermark_offsets(TopicPartition(self._dlq_topic, p), timeout=5)
                 depth += high - low
             DLQ_DEPTH.set(depth)
+
+
+# jb_order_calls_total (connectors): order calls answered, by airline, operation (price, create, retrieve, cancel)
+# and outcome (ok, reconciled, unknown, poison, or the error's code).
+ORDER_CALLS = Counter(
+    "jb_order_calls", "Order calls answered, by airline, operation and outcome.", ["airline", "operation", "outcome"]
+)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -37,6 +38,13 @@ class PiiSeal:
             raise ConfigurationError(f"the passenger-data key must be 32 bytes, not {len(key)} (JB_PII_KEY)")
         self._aead = AESGCM(key)
         self.key_id = hashlib.sha256(key).digest()[:_KEY_ID_LEN]
+        # A second key from the same secret, for fingerprints (HMAC), never for sealing.
+        self._mac_key = hmac.new(key, b"jetbridge fingerprint v1", hashlib.sha256).digest()
+
+    def fingerprint(self, data: bytes) -> str:
+        """A keyed hash of personal data (HMAC-SHA256, hex): the same data gives the same value in every process
+        holding the key, and without the key nobody can test a guess (a name, a date of birth) against it."""
+        return hmac.new(self._mac_key, data, hashlib.sha256).hexdigest()
 
     def seal(self, plaintext: bytes, *, bound_to: str) -> bytes:
         nonce = secrets.token_bytes(_NONCE_LEN)

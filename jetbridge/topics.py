@@ -22,6 +22,7 @@ from schemas.models import (
     OrderReply,
     SearchReply,
     SearchRequest,
+    TaskState,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "ORDER_REPLIES",
     "REPLIES",
     "REQUESTS",
+    "TASKS",
     "TopicNames",
     "TopicSpec",
     "airline_calls_topic",
@@ -52,6 +54,7 @@ DLQ_REPLAYS = "jb.dlq-replays.v1"
 AUDIT = "jb.audit.v1"
 ORDER_REPLIES = "jb.order-replies.v1"
 ORDERS = "jb.orders.v1"
+TASKS = "jb.tasks.v1"
 
 _HOUR_MS = 3_600_000
 _DAY_MS = 24 * _HOUR_MS
@@ -113,6 +116,10 @@ class TopicNames:
     def orders(self) -> str:
         return self.prefix + ORDERS
 
+    @property
+    def tasks(self) -> str:
+        return self.prefix + TASKS
+
     def calls(self, code: str) -> str:
         return self.prefix + airline_calls_topic(code)
 
@@ -165,6 +172,10 @@ def declared_topics(registry: AirlineRegistry, partitions: int = 6, prefix: str 
         # each is kept for as long as the order lives: the bridge and analytics read it whole).
         TopicSpec(names.order_replies, OrderReply, partitions, _HOUR_MS * 6),
         TopicSpec(names.orders, OrderEvent, 3, 365 * _DAY_MS, cleanup_policy="compact", segment_ms=_HOUR_MS),
+        # MCP tasks: the latest state of each (key: task id), read whole by every bridge instance at start-up.
+        # Compacted, and deleted after a day: longer than any task's TTL (mcp_bridge/tasks.py), so a live task is
+        # never lost and the topic does not grow without bound.
+        TopicSpec(names.tasks, TaskState, 3, _DAY_MS, cleanup_policy="compact,delete", segment_ms=_HOUR_MS),
     ]
     specs += [TopicSpec(names.calls(a.code), AirlineCall, max(1, partitions // 2), _DAY_MS) for a in registry]
     specs += [TopicSpec(names.order_calls(a.code), OrderCall, max(1, partitions // 2), _DAY_MS) for a in registry]

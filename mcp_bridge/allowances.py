@@ -63,6 +63,10 @@ class Ledger(Protocol):
         """Check every limit and, when none refuses, spend one search of each; nothing is spent on a refusal."""
         ...
 
+    async def booked(self, name: str) -> None:
+        """A booking by the allowance ``name``: its look-to-book window starts again (no search is left unpaid)."""
+        ...
+
 
 @dataclass(slots=True)
 class _State:
@@ -80,6 +84,14 @@ class LocalLedger:
 
     async def spend(self, spend: Spend) -> Refusal | None:
         return self.spend_now(spend)
+
+    async def booked(self, name: str) -> None:
+        self.booked_now(name)
+
+    def booked_now(self, name: str) -> None:
+        state = self._states.get(name)
+        if state is not None:
+            state.window.booked()
 
     def spend_now(self, spend: Spend) -> Refusal | None:
         now = self.clock()
@@ -170,6 +182,16 @@ class SharedLedger:
     def shared(self) -> bool:
         """Whether searches are being counted in Redis now (False: in this process, Redis being away)."""
         return self._away_until is None
+
+    async def booked(self, name: str) -> None:
+        self.fallback.booked_now(name)
+        if self._away_until is not None and self._clock() < self._away_until:
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._redis.delete(f"{self._prefix}{{{name}}}:window")
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("booking not counted in the shared look-to-book window", error=str(exc) or type(exc).__name__)
 
     async def spend(self, spend: Spend) -> Refusal | None:
         if self._away_until is not None and self._clock() < self._away_until:

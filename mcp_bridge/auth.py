@@ -71,7 +71,15 @@ ORDERS_WRITE = "orders:write"
 SCOPES = (OFFERS_READ, ORDERS_WRITE)
 # The scope each tool needs. A tool missing here needs none beyond a valid token: every tool must be listed
 # (tests/unit/test_bridge_scopes.py checks the server's tools against it).
-TOOL_SCOPES: dict[str, str] = {"search_offers": OFFERS_READ, "list_airlines": OFFERS_READ}
+TOOL_SCOPES: dict[str, str] = {
+    "search_offers": OFFERS_READ,
+    "list_airlines": OFFERS_READ,
+    # Pricing is shopping; booking, seeing and cancelling orders is not.
+    "price_offer": OFFERS_READ,
+    "create_order": ORDERS_WRITE,
+    "get_order": ORDERS_WRITE,
+    "cancel_order": ORDERS_WRITE,
+}
 # Asymmetric algorithms only: a symmetric (HS*) or "none" token is never accepted, whatever its header says.
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 

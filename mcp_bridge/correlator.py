@@ -11,26 +11,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, Generic
 
 from confluent_kafka import KafkaException
+from typing_extensions import TypeVar
 
 from jetbridge.errors import DecodeError, JetbridgeError, SchemaRegistryError
 from jetbridge.kafka import HEADER_REPLY_TO, AsyncConsumer, decode_headers
 from jetbridge.log import get_logger
 from schemas.codec import AvroCodec
-from schemas.models import SearchReply
+from schemas.models import Event, SearchReply
 
 __all__ = ["ReplyCorrelator"]
 
 log = get_logger(__name__)
 
 
-class ReplyCorrelator:
-    def __init__(self, *, instance_id: str, topic: str, codec: AvroCodec, consumer_config: dict[str, Any]) -> None:
+R = TypeVar("R", bound=Event, default=SearchReply)
+
+
+class ReplyCorrelator(Generic[R]):
+    """Waits for the replies of one reply topic: search replies (`SearchReply`, the default) or order replies
+    (`OrderReply`, ``jb.order-replies.v1``); a model with a ``reply_to`` field."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        topic: str,
+        codec: AvroCodec,
+        consumer_config: dict[str, Any],
+        model: type[R] = SearchReply,  # type: ignore[assignment]  # the default R is SearchReply
+    ) -> None:
         self.instance_id = instance_id
         self._topic = topic
         self._codec = codec
+        self._model = model
         self._consumer = AsyncConsumer(
             consumer_config
             | {
@@ -41,7 +57,7 @@ class ReplyCorrelator:
                 "fetch.min.bytes": 1,
             }
         )
-        self._waiting: dict[str, asyncio.Future[SearchReply]] = {}
+        self._waiting: dict[str, asyncio.Future[R]] = {}
         self._task: asyncio.Task[None] | None = None
         self.replies_seen = 0
 
@@ -66,9 +82,9 @@ class ReplyCorrelator:
         await self._consumer.assign(positions)
         self._task = asyncio.create_task(self._run(), name="reply-correlator")
 
-    def expect(self, request_id: str) -> asyncio.Future[SearchReply]:
+    def expect(self, request_id: str) -> asyncio.Future[R]:
         """Register interest before the request is produced, so a fast reply cannot be missed."""
-        future: asyncio.Future[SearchReply] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         return future
 
@@ -104,11 +120,11 @@ class ReplyCorrelator:
         if future is None or future.done():
             return
         try:
-            reply = await self._codec.decode(message.value(), SearchReply)
+            reply = await self._codec.decode(message.value(), self._model)
         except (DecodeError, SchemaRegistryError) as exc:
             log.error("undecodable reply", request_id=request_id, error=str(exc))
             return
-        if reply.reply_to != self.instance_id:
+        if getattr(reply, "reply_to", None) != self.instance_id:
             return
         self.replies_seen += 1
         self._waiting.pop(request_id, None)

@@ -65,12 +65,14 @@ class Entitlement(BaseModel):
     burst: int = Field(default=20, ge=1)
     # Searches per UTC day; 0: no quota.
     daily_quota: int = Field(default=0, ge=0)
-    # Look-to-book: searches allowed per booking over look_to_book_window_s; 0: no budget. Bookings do not
-    # exist yet, so what is enforced is searches in the trailing window (every one of them without a booking).
+    # Look-to-book: searches allowed per booking over look_to_book_window_s; 0: no budget. A booking (create_order)
+    # starts the window again.
     look_to_book_searches: int = Field(default=0, ge=0)
     look_to_book_window_s: float = Field(default=float(DAY_S), gt=0)
     # The longest deadline it may ask for (the process's JB_MAX_DEADLINE_MS still caps it).
     max_deadline_ms: int = Field(default=15_000, ge=MIN_DEADLINE_MS)
+    # Orders: the most its agents may book in a UTC day, in the bridge's currency (JB_CURRENCY); 0: no cap.
+    daily_spend_cap: float = Field(default=0.0, ge=0, strict=False)
 
 
 class _RegistryFile(BaseModel):
@@ -235,6 +237,11 @@ class TrafficControl:
         if chosen == arguments.airlines and deadline_ms == arguments.deadline_ms:
             return arguments
         return arguments.model_copy(update={"airlines": chosen, "deadline_ms": deadline_ms})
+
+    async def booked(self, client_id: str) -> None:
+        """The client booked: its look-to-book window starts again (its searches so far led to a booking)."""
+        name, _ = self.clients.allowance(client_id)
+        await self.ledger.booked(name)
 
     async def admit(self, client_id: str) -> contextlib.AbstractContextManager[None]:
         """Let one search through, or raise `ClientRateLimited` / `QuotaExceeded` having counted nothing.

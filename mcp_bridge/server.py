@@ -45,8 +45,12 @@ from mcp_bridge.allowances import SharedLedger
 from mcp_bridge.auth import TOOL_SCOPES, BridgeAuth, ScopedToolList, ScopeGate, open_auth
 from mcp_bridge.boundary import SessionLimits, StampArrival, arrived_at, client_id
 from mcp_bridge.correlator import ReplyCorrelator
+from mcp_bridge.order_tools import ORDER_TOOLS, add_order_tools
+from mcp_bridge.orders import OrderService, open_orders, redacted
+from mcp_bridge.search_tasks import BridgeTasks, open_tasks, task_extensions
 from mcp_bridge.service import REPLY_GRACE_S, SearchResult, SearchService
 from mcp_bridge.validation import MIN_DEADLINE_MS, SearchArguments, SearchRules, excerpt, field_name
+from schemas.models import SearchReply
 
 __all__ = [
     "AirlineInfo",
@@ -147,12 +151,17 @@ class Bridge:
     """One bridge instance: its runtime (producer, codec), its reply correlator and its tools."""
 
     def __init__(
-        self, runtime: Runtime, correlator: ReplyCorrelator, airline_health: AirlineHealthView | None = None
+        self,
+        runtime: Runtime,
+        correlator: ReplyCorrelator[SearchReply],
+        airline_health: AirlineHealthView | None = None,
     ) -> None:
         self.runtime = runtime
         self.correlator = correlator
         self.airline_health = airline_health
         self.service = SearchService(runtime, correlator)
+        self.orders: OrderService | None = None  # the order tools' work (Bridge.open starts it)
+        self.tasks: BridgeTasks | None = None  # MCP tasks: search_offers run in the background (Bridge.open starts it)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -162,7 +171,7 @@ class Bridge:
         # instead of delivering it minutes later, after the agent was told to retry.
         timeout_ms = settings.max_deadline_ms + int(REPLY_GRACE_S * 1000)
         runtime = await open_runtime(settings, client_id=instance_id, producer={"message.timeout.ms": timeout_ms})
-        correlator = ReplyCorrelator(
+        correlator: ReplyCorrelator[SearchReply] = ReplyCorrelator(
             instance_id=instance_id,
             topic=TopicNames(settings.topic_prefix).replies,
             codec=runtime.codec,
@@ -170,18 +179,25 @@ class Bridge:
         )
         # What list_airlines says of each airline's circuit breaker, read from the connectors' health topic.
         airline_health = AirlineHealthView(settings, runtime.codec, instance_id)
+        extras = contextlib.AsyncExitStack()
         try:
             async with open_redis(settings.redis_url, timeout_s=ALLOWANCE_TIMEOUT_S) as redis:
                 await correlator.start()
                 await airline_health.start()
                 bridge = cls(runtime, correlator, airline_health)
                 bridge.service.traffic.unavailable = airline_health.unavailable
+                traffic = bridge.service.traffic
+                orders = open_orders(runtime, instance_id, redis, traffic.clients, on_booked=traffic.booked)
+                bridge.orders = await extras.enter_async_context(orders)
+                tasks = open_tasks(runtime, instance_id, rules=bridge.rules, health=airline_health)
+                bridge.tasks = await extras.enter_async_context(tasks)
                 if settings.allowances == "shared":
                     # Every bridge instance spends the clients' allowances in the same Redis.
                     ledger = SharedLedger(redis, prefix=settings.topic_prefix, timeout_s=ALLOWANCE_TIMEOUT_S)
                     bridge.service.traffic.ledger = ledger
                 yield bridge
         finally:
+            await extras.aclose()
             await airline_health.close()
             await correlator.close()
             await runtime.close()
@@ -257,7 +273,9 @@ class _ClosedToolsServer(MCPServer):
             client_id = _client_id(context) if context is not None else "anonymous"
             # an unknown tool's name is the agent's text: only an excerpt of it is kept
             named = excerpt(tool) if field == "name" else tool
-            self.backend.refused(error, arguments, client_id=client_id, started=started, tool=named)
+            # The order tools' arguments hold personal data: audited as a digest without it (never even hashed).
+            kept = redacted(arguments) if tool in ORDER_TOOLS else arguments
+            self.backend.refused(error, kept, client_id=client_id, started=started, tool=named)
         known_tool = tool if field != "name" else None
         return ToolError(_invalid(field, reason, tool=known_tool))
 
@@ -279,6 +297,8 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge", auth: Bridg
         cache_hints={"tools/list": CacheHint(ttl_ms=TOOLS_TTL_MS, scope="private")},
         auth=auth.settings if auth is not None else None,
         token_verifier=auth.verifier if auth is not None else None,
+        # MCP tasks (io.modelcontextprotocol/tasks) when the backend runs them: search_offers may answer with a task.
+        extensions=task_extensions(backend),
     )
     server.backend = backend
     server.auth = auth
@@ -339,6 +359,10 @@ def build_server(backend: SearchBackend, *, name: str = "jetbridge", auth: Bridg
     )
     async def list_airlines(ctx: Context) -> list[AirlineInfo]:
         return backend.airlines(client_id=_client_id(ctx))
+
+    orders = getattr(backend, "orders", None)
+    if isinstance(orders, OrderService) and isinstance(backend, Bridge):
+        add_order_tools(server, orders, backend.service)
 
     @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]  # SDK leaves it untyped
     async def health(_: Request) -> JSONResponse:
@@ -437,7 +461,8 @@ def http_app(server: MCPServer, settings: Settings, *, host: str = "127.0.0.1") 
             if backend is not None:
                 error = InsufficientScope(f"{tool} needs the scope {TOOL_SCOPES[tool]}")
                 started = asyncio.get_running_loop().time()
-                backend.refused(error, arguments, client_id=client, started=started, tool=tool)
+                kept = redacted(arguments) if tool in ORDER_TOOLS else arguments
+                backend.refused(error, kept, client_id=client, started=started, tool=tool)
 
         app.user_middleware.append(
             Middleware(ScopeGate, metadata_url=metadata_url, max_body=settings.bridge_max_body_bytes, on_refused=audit)

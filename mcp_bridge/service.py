@@ -28,6 +28,7 @@ from jetbridge.runtime import Runtime
 from jetbridge.topics import TopicNames
 from mcp_bridge.correlator import ReplyCorrelator
 from mcp_bridge.entitlements import TrafficControl, load_clients
+from mcp_bridge.search_observer import current_observer
 from mcp_bridge.validation import SearchArguments, SearchRules
 from schemas.models import (
     AirlineOutcome,
@@ -115,7 +116,7 @@ AIRLINE_TEXT = ("offers[].fare_brand",)
 
 class OfferView(BaseModel):
     airline: str
-    offer_id: str
+    offer_id: str = Field(description="<IATA>:<the airline's offer id>: what price_offer and create_order take.")
     total_amount: str
     currency: str
     cabin: str
@@ -176,7 +177,8 @@ class SearchResult(BaseModel):
 def _offer_view(offer: Offer) -> OfferView:
     return OfferView(
         airline=offer.airline,
-        offer_id=offer.offer_id,
+        # Jetbridge's offer id: the airline's, behind its code, so price_offer and create_order know whose it is.
+        offer_id=f"{offer.airline}:{offer.offer_id}",
         total_amount=f"{offer.total_amount:.2f}",
         currency=offer.currency,
         cabin=offer.cabin.value.lower(),
@@ -276,7 +278,9 @@ def rejected(error: JetbridgeError, started: float) -> None:
 
 
 class SearchService:
-    def __init__(self, runtime: Runtime, correlator: ReplyCorrelator, *, traffic: TrafficControl | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, correlator: ReplyCorrelator[SearchReply], *, traffic: TrafficControl | None = None
+    ) -> None:
         self._rt = runtime
         self._correlator = correlator
         self._topics = TopicNames(runtime.settings.topic_prefix)
@@ -353,7 +357,10 @@ class SearchService:
         correlation_id = request_id
         with structlog.contextvars.bound_contextvars(request_id=request_id, correlation_id=correlation_id):
             created = now_utc()
-            deadline = created + timedelta(milliseconds=arguments.deadline_ms)
+            # A tool call may let the backbone work longer than the agent waits (a task following late airlines).
+            observer = current_observer()
+            hold_ms = observer.hold_ms(arguments.deadline_ms) if observer is not None else arguments.deadline_ms
+            deadline = created + timedelta(milliseconds=hold_ms)
             request = SearchRequest(
                 request_id=request_id,
                 correlation_id=correlation_id,
@@ -369,10 +376,12 @@ class SearchService:
             deadline_ms = int(deadline.timestamp() * 1000)
             # Everything below is bounded by the deadline plus a grace: a broker or a stage that is down
             # becomes a clear, retriable error for the agent, never a hang.
-            give_up = started + arguments.deadline_ms / 1000 + REPLY_GRACE_S
+            give_up = started + hold_ms / 1000 + REPLY_GRACE_S
             loop = asyncio.get_running_loop()
             waiter = self._correlator.expect(request_id)
             try:
+                if observer is not None:
+                    observer.published(request, created + timedelta(milliseconds=arguments.deadline_ms))
                 try:
                     await asyncio.wait_for(
                         self._rt.producer.send(
@@ -473,6 +482,13 @@ class SearchService:
         task = asyncio.create_task(send())
         self._audits.add(task)
         task.add_done_callback(self._audits.discard)
+
+    def audit_call(
+        self, client_id: str, tool: str, outcome: str, code: str | None, started: float, digest: str
+    ) -> None:
+        """One audit record for another tool's call (the order tools): answered or refused, never its arguments."""
+        request_id = str(uuid.uuid4())
+        self._audit(client_id, request_id, request_id, outcome, code, started, digest, tool=tool)
 
     async def drain(self) -> None:
         if self._audits:

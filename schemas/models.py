@@ -428,3 +428,37 @@ class OrderEvent(Event):
     reason: str | None = None
     request_id: str | None = None
     at: AwareDatetime
+
+
+# ---- MCP tasks (issue 11): the state of each task, shared by every bridge instance through jb.tasks.v1 ----
+
+__all__ += ["TaskState", "TaskStatus"]
+
+
+class TaskStatus(StrEnum):
+    WORKING = "WORKING"
+    INPUT_REQUIRED = "INPUT_REQUIRED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class TaskState(Event):
+    SCHEMA: ClassVar[str] = "task_state.avsc"
+
+    task_id: str
+    client_id: str
+    tool: str
+    status: TaskStatus
+    status_message: str | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    ttl_ms: int | None = None
+    poll_interval_ms: int
+    result: str | None = None
+    error: str | None = None
+    input_requests: str | None = None
+    final: bool = True
+    changing_until: AwareDatetime | None = None
+    request_id: str | None = None
+    instance: str

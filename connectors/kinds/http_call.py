@@ -6,11 +6,15 @@ connection refused/reset, protocol error        → AirlineUnavailable
 5xx                                             → AirlineUnavailable
 401, 403, any other 4xx                         → AirlineRejected
 3xx (never followed), body over the cap         → AirlineBadResponse
+
+A caller that reads the airline's own error bodies (the REST order calls: 404, 409, 410, 422 say which offer or
+order problem it is) names those statuses in ``keep_statuses``: they come back as replies, body read under the
+same cap, for the caller to map.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -54,14 +58,17 @@ async def exchange(
     content: bytes | None = None,
     json: Any = None,
     max_bytes: int = MAX_BODY_BYTES,
+    keep_statuses: Collection[int] = (),
 ) -> AirlineReply:
-    """Send one request and read a 2xx body of at most ``max_bytes`` (decoded); map every failure."""
+    """Send one request and read a 2xx body (or one of ``keep_statuses``) of at most ``max_bytes`` (decoded);
+    map every failure."""
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0))
     try:
         async with http.stream(
             method, url, headers=dict(headers), params=params, content=content, json=json, timeout=timeout
         ) as response:
-            _check_status(airline, response)
+            if response.status_code not in keep_statuses:
+                _check_status(airline, response)
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > max_bytes:
                 raise AirlineBadResponse(f"{airline}: body of {declared} bytes is over the {max_bytes} cap")

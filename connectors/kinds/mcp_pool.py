@@ -18,6 +18,11 @@ call's record from a context variable (the SDK carries the caller's context to t
 POST by that call's deadline with httpx2's own timeouts, notes its status and Retry-After there, and
 turns a transport error into a synthetic 502 the SDK answers as a JSON-RPC error for that request only,
 so one call's timeout or reset never fails the other calls or the session.
+
+A record marked ``streaming`` is a POST whose answer is a stream that lasts (a ``subscriptions/listen``
+subscription, `connectors.kinds.mcp.McpConnector.watch_orders`): it is attributed the same way but passed
+through unbuffered, and its read timeout is ``idle_s``, the longest silence allowed between two reads (the
+server pings an idle stream), not the call's deadline.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ class CallRecord:
     error_status: int | None = None
     retry_after: str | None = None
     transport_error: httpx2.TransportError | None = None
+    # A lasting stream (see the module docstring): unbuffered, and read with ``idle_s`` as its timeout.
+    streaming: bool = False
+    idle_s: float | None = None
 
 
 CALL: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("jetbridge_mcp_call", default=None)
@@ -67,7 +75,10 @@ class AttributingTransport(httpx2.AsyncBaseTransport):
         if record is None or request.method != "POST":
             return await self._pool.handle_async_request(request)
         left = max(record.deadline - asyncio.get_running_loop().time(), _MIN_POST_S)
-        request.extensions["timeout"] = {"connect": min(left, _CONNECT_S), "read": left, "write": left, "pool": left}
+        read = record.idle_s if record.streaming else left
+        request.extensions["timeout"] = {"connect": min(left, _CONNECT_S), "read": read, "write": left, "pool": left}
+        if record.streaming:
+            return await self._stream(request, record)
         try:
             response = await self._pool.handle_async_request(request)
             try:
@@ -91,6 +102,19 @@ class AttributingTransport(httpx2.AsyncBaseTransport):
             request=request,
             extensions=response.extensions,
         )
+
+    async def _stream(self, request: httpx2.Request, record: CallRecord) -> httpx2.Response:
+        """A lasting stream's POST: its status attributed, its body left to the SDK to read as it comes."""
+        try:
+            response = await self._pool.handle_async_request(request)
+        except httpx2.TransportError as exc:
+            record.transport_error, record.error_status, record.retry_after = exc, None, None
+            return httpx2.Response(SYNTHETIC_STATUS, request=request)
+        failed = response.status_code >= 400
+        record.transport_error = None
+        record.error_status = response.status_code if failed else None
+        record.retry_after = response.headers.get("retry-after") if failed else None
+        return response
 
     async def aclose(self) -> None:
         await self._pool.aclose()

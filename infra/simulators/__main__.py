@@ -10,6 +10,8 @@ Settings come from arguments first, then the environment:
     --jitter-ms / JB_SIM_JITTER_MS          +/- random jitter (default 30)
     --fault CODE=FAULT[:RATE] / JB_SIM_FAULTS="BA=slow:0.5,AY=malformed"   initial faults
     --registry / JB_AIRLINES_FILE           airline registry TOML (default connectors/airlines.toml)
+    --webhook-url / JB_SIM_WEBHOOK_URL      where the airlines push their own order changes; {code} is the
+                                            airline's code (default: nowhere; the control API sets it too)
 
 Stops cleanly on SIGTERM or SIGINT.
 """
@@ -63,6 +65,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jitter-ms", type=int, default=_env_int("JB_SIM_JITTER_MS", 30))
     parser.add_argument("--fault", action="append", default=[env.get("JB_SIM_FAULTS", "")], metavar="CODE=FAULT")
     parser.add_argument("--registry", type=Path, default=settings.airlines_file)
+    parser.add_argument("--webhook-url", default=env.get("JB_SIM_WEBHOOK_URL") or None)
     parser.add_argument("--log-level", default=settings.log_level)
     return parser.parse_args(argv)
 
@@ -83,6 +86,7 @@ async def _run(args: argparse.Namespace) -> None:
             jitter_ms=args.jitter_ms or 0,
             fault=faults.get(a.code, ("none", 1.0))[0],
             fault_rate=faults.get(a.code, ("none", 1.0))[1],
+            webhook_url=args.webhook_url.replace("{code}", a.code) if args.webhook_url else None,
         )
         for a in airlines
     }

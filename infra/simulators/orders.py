@@ -268,8 +268,9 @@ class OrderDesk:
 
     def find(self, client_reference: str) -> SimOrder | None:
         """The latest order made with this client reference (what a buyer looks up after an unknown outcome)."""
+        # The orders are kept in the order they were made: the last match is the latest, even within one clock tick.
         found = [o for o in self.orders.values() if o.client_reference == client_reference]
-        return max(found, key=lambda o: o.created_at) if found else None
+        return found[-1] if found else None
 
     def get(self, order_id: str) -> SimOrder:
         order = self.orders.get(order_id)
@@ -288,6 +289,9 @@ class OrderDesk:
     async def airline_change(self, order_id: str, change: Literal["cancel", "schedule"], reason: str) -> SimOrder:
         """The airline changes an order on its own and tells every listener."""
         order = self.get(order_id)
+        if order.status == "CANCELLED":
+            # Nothing is left to change (and a schedule change must not bring a cancelled order back).
+            raise OrderFailed(f"order {order_id[:20]} is cancelled")
         if change == "cancel":
             order.status = "CANCELLED"
             what = "airline_cancellation"

@@ -95,7 +95,11 @@ def plan(settings: Settings, scale: Mapping[str, int] | None = None, *, simulato
     instances: list[InstanceSpec] = []
     if simulators:
         control = f"http://{settings.simulator_host}:{settings.simulator_control_port}"
-        instances.append(_spec("simulators", 1, "simulators", f"{control}/health", f"{control}/airlines"))
+        sims = _spec("simulators", 1, "simulators", f"{control}/health", f"{control}/airlines")
+        # The NDC and REST airlines push their own order changes to the connectors' webhook (connectors-1 here;
+        # behind a load balancer in production): an airline that cannot deliver retries.
+        webhook = f"http://127.0.0.1:{settings.health_port_base + _CONNECTORS_OFFSET + 1}/webhooks/{{code}}"
+        instances.append(sims.model_copy(update={"env": sims.env | {"JB_SIM_WEBHOOK_URL": webhook}}))
     if settings.auth == "on" and settings.auth_dev_issuer:
         # The development issuer of the bridge's tokens (infra/auth/dev_issuer.py), where JB_AUTH_ISSUER says.
         issuer = settings.auth_issuer.rstrip("/")

@@ -59,9 +59,17 @@ class Stack:
         """The settings a process of this stack reads (its environment), with ``overrides``."""
         return Settings(**(self.env | overrides))
 
-    def agent(self, url: str | None = None, *, client: str = AGENT) -> contextlib.AbstractAsyncContextManager[Client]:
-        """An MCP session with the bridge (or another instance of it at ``url``), as the agent ``client``."""
-        return open_agent(url or self.bridge_url, token=self.token(client))
+    def agent(
+        self,
+        url: str | None = None,
+        *,
+        client: str = AGENT,
+        scopes: tuple[str, ...] = (OFFERS_READ,),
+        **options: Any,
+    ) -> contextlib.AbstractAsyncContextManager[Client]:
+        """An MCP session with the bridge (or another instance of it at ``url``), as the agent ``client`` with
+        ``scopes``; ``options`` go to the SDK's `Client` (``elicitation_callback``, ``mode``...)."""
+        return open_agent(url or self.bridge_url, token=self.token(client, scopes), **options)
 
     def jetbridge(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -92,7 +92,7 @@ async def test_a_changed_tool_description_quarantines_the_airline_until_approved
 
             review = await review_pin(sims.airline("AY"), book)
             assert not review.matches
-            assert [(c.name, c.change, c.fields) for c in review.changes] == [
+            assert [(c.name, c.change, c.fields) for c in review.changes if c.change != "unchanged"] == [
                 ("search_flights", "changed", ("description",))
             ]
             approve_pin(review, book)
@@ -151,4 +151,4 @@ async def test_the_approve_command_shows_the_change_and_writes_the_pin_with_yes(
         assert await pin_review.run(registry, pins_args, console) == 0
     pin = PinBook(book.path).get("AY")
     assert pin is not None
-    assert pin.tools[0].description == POISONED
+    assert {t.name: t.description for t in pin.tools}["search_flights"] == POISONED

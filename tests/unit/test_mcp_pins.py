@@ -20,7 +20,7 @@ from connectors.pins import (
     tool_list_hash,
 )
 from connectors.resilience import AirlineGuard
-from infra.simulators.mcp_finnair import TOOL_DESCRIPTION, TOOL_NAME
+from infra.simulators.mcp_finnair import ORDER_TOOLS, TOOL_DESCRIPTION, TOOL_NAME
 from jetbridge.airlines import Airline
 from jetbridge.dlq import belongs_in_dlq
 from jetbridge.errors import AirlineQuarantined, CircuitOpen, ConfigurationError
@@ -96,10 +96,10 @@ def test_a_hand_edited_pin_that_does_not_match_its_hash_is_refused(tmp_path: Pat
         PinBook(book.path).get("AY")
 
 
-def test_the_committed_pins_file_pins_the_simulated_finnair_tool() -> None:
+def test_the_committed_pins_file_pins_the_simulated_finnair_tools() -> None:
     pin = PinBook(DEFAULT_PINS_FILE).get("AY")
     assert pin is not None
-    assert [(t.name, t.description) for t in pin.tools] == [(TOOL_NAME, TOOL_DESCRIPTION)]
+    assert {(t.name, t.description) for t in pin.tools} == {(TOOL_NAME, TOOL_DESCRIPTION), *ORDER_TOOLS.items()}
 
 
 def gauge() -> float | None:
