@@ -16,6 +16,9 @@ contact are reduced to a count: no personal data reaches the audit, not even has
 # local to add_order_tools.
 
 import asyncio
+import contextlib
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Protocol
 
 from mcp.server.context import ServerRequestContext
@@ -26,7 +29,14 @@ from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
-from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp_types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    EmptyResult,
+    SubscribeRequestParams,
+    TextContent,
+    UnsubscribeRequestParams,
+)
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from jetbridge.errors import ConfirmationDeclined, InvalidInput, JetbridgeError, OverLimit
@@ -34,6 +44,7 @@ from jetbridge.log import get_logger
 from jetbridge.passengers import Contact, Passenger
 from mcp_bridge.boundary import client_id
 from mcp_bridge.orders import (
+    ORDER_GRACE_S,
     ORDER_URI,
     Booking,
     Cancellation,
@@ -46,11 +57,48 @@ from mcp_bridge.orders import (
 )
 from schemas.models import OrderEvent
 
-__all__ = ["ORDER_TOOLS", "Confirmation", "add_order_tools"]
+__all__ = ["ORDER_TOOLS", "READ_TASK_TOOLS", "Confirmation", "OrderReadTask", "add_order_tools"]
 
 log = get_logger(__name__)
 
 ORDER_TOOLS = ("price_offer", "create_order", "get_order", "cancel_order")
+# The order tools that may run as an MCP task (mcp_bridge/tasks.py): those that ask the person nothing. A task
+# cannot relay an elicitation yet (input_required inside a task), so create_order and cancel_order answer in the
+# call itself even when the client asks for a task.
+READ_TASK_TOOLS = ("price_offer", "get_order")
+
+
+class OrderReadTask:
+    """price_offer and get_order as tasks (`mcp_bridge.tasks.TaskTool`): the call runs in the background as it
+    would in the foreground; a task whose bridge stopped before the airline answered is completed with an error
+    result saying to call again (reading a price or an order again is harmless)."""
+
+    def __init__(self, tool: str, deadline_ms: int) -> None:
+        self.tool = tool
+        self._deadline = timedelta(milliseconds=deadline_ms) + timedelta(seconds=ORDER_GRACE_S)
+
+    def deferrable(self, arguments: Mapping[str, Any]) -> bool:
+        return True
+
+    def running(
+        self, ctx: ServerRequestContext[Any, Any], task: object | None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+    def changing_until(self, created_at: datetime) -> datetime:
+        return created_at + self._deadline
+
+    async def resume(self, state: object) -> CallToolResult:
+        return CallToolResult(
+            is_error=True,
+            content=[
+                TextContent(
+                    type="text",
+                    text=f"{self.tool}: the bridge running this task stopped before the airline answered; call "
+                    "it again (code backbone_unavailable, retriable)",
+                )
+            ],
+        )
 
 
 class Confirmation(BaseModel):

@@ -46,7 +46,7 @@ from mcp_bridge.airline_health import AirlineHealthView
 from mcp_bridge.response_watch import ResponseWatcher, replies_of
 from mcp_bridge.search_observer import observing
 from mcp_bridge.service import REPLY_GRACE_S, RETRY_AFTER_S, SearchResult, result_of
-from mcp_bridge.tasks import TaskHandle, TaskLog, TasksExtension
+from mcp_bridge.tasks import TaskHandle, TaskLog, TasksExtension, TaskTool
 from mcp_bridge.validation import SearchArguments, SearchRules
 from schemas.models import AirlineResponse, SearchRequest, TaskState, now_utc
 from streams.aggregation import Aggregation, Plan
@@ -381,9 +381,15 @@ class BridgeTasks:
 
 @contextlib.asynccontextmanager
 async def open_tasks(
-    runtime: Runtime, instance_id: str, *, rules: SearchRules, health: AirlineHealthView | None
+    runtime: Runtime,
+    instance_id: str,
+    *,
+    rules: SearchRules,
+    health: AirlineHealthView | None,
+    more: Mapping[str, TaskTool] | None = None,
 ) -> AsyncIterator[BridgeTasks]:
-    """Start reading the task topic and the airlines' answers; finish the tasks stopped instances left."""
+    """Start reading the task topic and the airlines' answers; finish the tasks stopped instances left. ``more``:
+    other tools that may run as tasks (the order tools that ask nothing), by name."""
     settings = runtime.settings
     names = TopicNames(settings.topic_prefix)
     task_log = TaskLog(
@@ -404,7 +410,7 @@ async def open_tasks(
         runtime=runtime,
         consumer_config=kafka_config(settings, f"{instance_id}-recovery"),
     )
-    extension = TasksExtension(task_log, {TOOL: tool})
+    extension = TasksExtension(task_log, {TOOL: tool, **(more or {})})
     try:
         await watcher.start()
         await task_log.start()

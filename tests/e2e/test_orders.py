@@ -17,6 +17,7 @@ import pytest
 from mcp_types import ElicitResult
 
 from mcp_bridge.auth import OFFERS_READ, ORDERS_WRITE
+from mcp_bridge.task_client import CreateTaskResult, TasksClient, get_task, wait_for_task
 from tests.e2e.conftest import Stack, error_text
 from tests.support.kafka_tools import KafkaProbe
 
@@ -249,3 +250,39 @@ async def test_no_passenger_data_in_any_log_line_dead_letter_audit_record_or_eve
         text = path.read_text(encoding="utf-8", errors="replace")
         found += [f"{path.name}: {p}" for p in personal if p in text]
     assert found == [], f"personal data found: {found}"
+
+
+async def test_a_task_search_gets_its_late_airline_and_a_price_runs_as_a_task(
+    stack: Stack, simulators: httpx.AsyncClient
+) -> None:
+    """The asynchronous pattern through the whole stack: the task is handed out at once; at the agent's deadline
+    it holds the partial result (the slow airline pending); the slow airline's offers reach it later."""
+    await simulators.put("/airlines/AY", json={"latency_ms": 2000, "jitter_ms": 0})
+    departure = (datetime.now(UTC).date() + timedelta(days=45)).isoformat()
+    search = {"origin": "LHR", "destination": "JFK", "departure_date": departure, "adults": 1}
+    async with stack.agent(scopes=BOOKER, extensions=[TasksClient()]) as agent:
+        started = time.monotonic()
+        created = await agent.session.call_tool(
+            "search_offers", search | {"deadline_ms": 1000, "fresh": True}, allow_claimed=True
+        )
+        assert isinstance(created, CreateTaskResult), created
+        assert time.monotonic() - started < 1.0, "the task is handed out at once"
+        await asyncio.sleep(1.4)
+        partial = await get_task(agent.session, created.task_id)
+        assert partial.result is not None, partial
+        statuses = {a["airline"]: a["status"] for a in partial.result["structuredContent"]["airlines"]}
+        assert statuses["AY"] == "pending", statuses
+        assert statuses["BA"] == "ok", statuses
+        done = await asyncio.wait_for(wait_for_task(agent.session, created.task_id, poll_ms=200), 20)
+        assert done.result is not None
+        final = done.result["structuredContent"]
+        assert {a["airline"]: a["status"] for a in final["airlines"]}["AY"] == "ok"
+        assert any(o["airline"] == "AY" for o in final["offers"]), "the late airline's offers are in the result"
+
+        offer = next(o for o in final["offers"] if o["airline"] == "BA")
+        priced = await agent.session.call_tool("price_offer", {"offer_id": offer["offer_id"]}, allow_claimed=True)
+        assert isinstance(priced, CreateTaskResult), priced
+        settled = await asyncio.wait_for(wait_for_task(agent.session, priced.task_id, poll_ms=100), 20)
+    assert settled.status == "completed"
+    assert settled.result is not None
+    assert settled.result["structuredContent"]["offer_id"] == offer["offer_id"]
