@@ -50,13 +50,13 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeGuard, TypeVar
 
 import structlog
-from confluent_kafka import KafkaException, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 from pydantic import ValidationError
 
 from connectors.order_events import OrderEvents, OrderView
 from connectors.orders import OrderConnector, order_id_of
 from connectors.resilience import AirlineGuard, CallOutcome, Clock, SystemClock
-from connectors.worker import Commit, OffsetTracker
+from connectors.worker import OffsetTracker
 from jetbridge.airlines import ORDER_CREATE, Airline
 from jetbridge.dlq import Backoff, DeadLetterChannel, DeadLetterSend, DlqHeaders, belongs_in_dlq, dead_letter, scrub
 from jetbridge.errors import (
@@ -792,16 +792,7 @@ class OrderWorker:
         with self._running_changed:
             while any(self._running_on[p] > 0 for p in mine) and time.monotonic() < give_up:
                 self._running_changed.wait(give_up - time.monotonic())
-        final = self._tracker.committable(mine)
-        if final:
-            try:
-                consumer.commit(
-                    offsets=[TopicPartition(self.calls_topic, c.partition, c.offset) for c in final],
-                    asynchronous=False,
-                )
-            except KafkaException as exc:
-                log.warning("commit on revoke failed; the new owner replays", airline=self.airline.code, error=str(exc))
-        self._tracker.revoke(mine)
+        self._tracker.hand_over(consumer, self.calls_topic, mine)
 
     def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         self.rebalances += 1
@@ -813,21 +804,7 @@ class OrderWorker:
             await self._commit()
 
     async def _commit(self) -> None:
-        if not self._tracker.committable():
-            return
-        chosen: list[Commit] = []
-
-        def choose() -> list[TopicPartition]:
-            chosen.extend(self._tracker.committable())
-            return [TopicPartition(self.calls_topic, c.partition, c.offset) for c in chosen]
-
-        try:
-            committed = await self._consumer.commit_chosen(choose)
-        except JetbridgeError as exc:
-            log.warning("order offset commit failed; will retry", airline=self.airline.code, error=str(exc))
-            return
-        done = {(tp.partition, tp.offset) for tp in committed}
-        self._tracker.mark_committed(c for c in chosen if (c.partition, c.offset) in done)
+        await self._tracker.commit(self._consumer, self.calls_topic)
 
 
 def has_order_operations(connector: object) -> TypeGuard[OrderCapable]:

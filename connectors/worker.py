@@ -201,6 +201,39 @@ class OffsetTracker:
                 if state is not None and state.epoch == c.epoch:
                     state.committed = max(state.committed, c.offset)
 
+    def hand_over(self, consumer: Any, topic: str, partitions: list[int]) -> None:
+        """On the consumer's thread, in a revoke callback, while ``partitions`` are still ours: commit what is done
+        on them (synchronously, so their new owner starts after it) and stop tracking them."""
+        final = self.committable(partitions)
+        if final:
+            try:
+                consumer.commit(
+                    offsets=[TopicPartition(topic, c.partition, c.offset) for c in final], asynchronous=False
+                )
+            except KafkaException as exc:
+                log.warning("commit on revoke failed; the new owner replays", topic=topic, error=str(exc))
+        self.revoke(partitions)
+
+    async def commit(self, consumer: AsyncConsumer, topic: str) -> None:
+        """Commit every owned partition up to its lowest call in flight (nothing to do: no trip to the consumer)."""
+        if not self.committable():
+            # Nothing finished since the last commit (the tracker is thread-safe): no trip to the consumer's
+            # thread. Idle, that trip was most of a worker's CPU: 5 a second per airline.
+            return
+        chosen: list[Commit] = []
+
+        def choose() -> list[TopicPartition]:
+            chosen.extend(self.committable())
+            return [TopicPartition(topic, c.partition, c.offset) for c in chosen]
+
+        try:
+            committed = await consumer.commit_chosen(choose)
+        except JetbridgeError as exc:
+            log.warning("offset commit failed; will retry", topic=topic, error=str(exc))
+            return
+        done = {(tp.partition, tp.offset) for tp in committed}
+        self.mark_committed(c for c in chosen if (c.partition, c.offset) in done)
+
 
 def airline_response(
     airline: Airline,
@@ -496,17 +529,9 @@ class ConnectorWorker:
         # so the new owner starts after it. Calls still in flight are ignored when they finish (their epoch
         # is gone) and replayed by the new owner; the aggregator keeps one answer per airline.
         self.rebalances += 1
-        mine = [tp.partition for tp in partitions if tp.topic == self.calls_topic]
-        final = self._tracker.committable(mine)
-        if final:
-            try:
-                consumer.commit(
-                    offsets=[TopicPartition(self.calls_topic, c.partition, c.offset) for c in final],
-                    asynchronous=False,
-                )
-            except KafkaException as exc:
-                log.warning("commit on revoke failed; the new owner replays", airline=self.airline.code, error=str(exc))
-        self._tracker.revoke(mine)
+        self._tracker.hand_over(
+            consumer, self.calls_topic, [tp.partition for tp in partitions if tp.topic == self.calls_topic]
+        )
 
     def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         # The group already gave these partitions away (session expired): committing now would be refused or,
@@ -520,23 +545,7 @@ class ConnectorWorker:
             await self._commit()
 
     async def _commit(self) -> None:
-        if not self._tracker.committable():
-            # Nothing finished since the last commit (the tracker is thread-safe): no trip to the consumer's
-            # thread. Idle, that trip was most of a worker's CPU: 5 a second per airline.
-            return
-        chosen: list[Commit] = []
-
-        def choose() -> list[TopicPartition]:
-            chosen.extend(self._tracker.committable())
-            return [TopicPartition(self.calls_topic, c.partition, c.offset) for c in chosen]
-
-        try:
-            committed = await self._consumer.commit_chosen(choose)
-        except JetbridgeError as exc:
-            log.warning("offset commit failed; will retry", airline=self.airline.code, error=str(exc))
-            return
-        done = {(tp.partition, tp.offset) for tp in committed}
-        self._tracker.mark_committed(c for c in chosen if (c.partition, c.offset) in done)
+        await self._tracker.commit(self._consumer, self.calls_topic)
 
     async def _handle(self, message: Message, epoch: int, prepaid: bool = False) -> None:
         partition, offset = int(message.partition() or 0), int(message.offset() or 0)

@@ -24,10 +24,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
 from jetbridge.errors import JetbridgeError
-from jetbridge.kafka import AsyncConsumer, AsyncProducer
+from jetbridge.kafka import AsyncConsumer, AsyncProducer, read_whole_and_follow
 from jetbridge.log import get_logger
 from schemas.codec import AvroCodec
 from schemas.models import AirlineHealth, CircuitState, now_utc
@@ -133,38 +131,20 @@ class HealthBoard:
         return None
 
     async def _run(self) -> None:
-        ends = await self._assign()
-        while True:
-            try:
-                messages = await self._consumer.consume(100, 1.0)  # returns as soon as a record is there
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the reader must survive broker hiccups
-                log.warning("airline health consumer error", error=repr(exc))
-                await asyncio.sleep(_RETRY_S)
-                continue
-            for message in messages:
-                if message.error() is not None:
-                    continue
-                partition, offset = int(message.partition() or 0), int(message.offset() or 0)
-                await self._apply(message.value())
-                if ends.get(partition, 0) <= offset + 1:
-                    ends.pop(partition, None)
-            if not ends and not self.caught_up.is_set():
-                self.caught_up.set()
-                log.info("airline health read", topic=self.topic, airlines=sorted(self._latest))
+        def done() -> None:
+            log.info("airline health read", topic=self.topic, airlines=sorted(self._latest))
 
-    async def _assign(self) -> dict[int, int]:
-        """Assign every partition from its beginning; the end offsets (non-empty partitions) to catch up to."""
-        while True:
-            try:
-                partitions = await self._consumer.partitions_of(self.topic)
-                ends = {tp.partition: tp.offset for tp in await self._consumer.end_offsets(self.topic, partitions)}
-                await self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-                return {p: end for p, end in ends.items() if end > 0}
-            except Exception as exc:  # noqa: BLE001 - a missing topic must not stop the process
-                log.warning("airline health topic not readable yet; retrying", topic=self.topic, error=repr(exc))
-                await asyncio.sleep(_RETRY_S)
+        await read_whole_and_follow(
+            self._consumer,
+            self.topic,
+            self._apply,
+            self.caught_up,
+            what="airline health",
+            batch=100,
+            poll_s=1.0,
+            retry_s=_RETRY_S,
+            on_caught_up=done,
+        )
 
     async def _apply(self, value: bytes | None) -> None:
         if value is None:

@@ -14,13 +14,13 @@ import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as ClientError
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported at runtime, not in the stub
     AdminClient,
@@ -30,7 +30,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported at
     NewTopic,
 )
 
-from jetbridge.errors import ConfigurationError, KafkaError
+from jetbridge.errors import ConfigurationError, JetbridgeError, KafkaError
 from jetbridge.log import get_logger
 from jetbridge.settings import Settings
 from jetbridge.topics import TopicSpec
@@ -48,11 +48,13 @@ __all__ = [
     "Delivery",
     "KafkaSecurity",
     "apply_topics",
+    "assign_at_end",
     "client_config",
     "decode_headers",
     "event_headers",
     "kafka_security",
     "new_traceparent",
+    "read_whole_and_follow",
 ]
 
 log = get_logger(__name__)
@@ -461,3 +463,71 @@ async def apply_topics(
             await asyncio.wrap_future(future)
         outcome[spec.name] = "updated"
     return outcome
+
+
+async def read_whole_and_follow(
+    consumer: AsyncConsumer,
+    topic: str,
+    apply: Callable[[bytes | None], Awaitable[None]],
+    caught_up: asyncio.Event,
+    *,
+    what: str,
+    on_caught_up: Callable[[], None] | None = None,
+    batch: int = 200,
+    poll_s: float = 0.5,
+    retry_s: float = 1.0,
+) -> None:
+    """Read a compacted topic (a table: the airlines' health, the orders, the tasks) whole from its beginning, then
+    follow it, until cancelled: every partition assigned (no group, nothing committed), each record's value given to
+    ``apply`` (None: a tombstone). ``caught_up`` is set once every partition was read up to where it ended at the
+    start. A topic that does not exist yet, or a broker that hiccups, is tried again every ``retry_s``; ``what``
+    names the table in the log lines."""
+    while True:
+        try:
+            partitions = await consumer.partitions_of(topic)
+            ends = {tp.partition: tp.offset for tp in await consumer.end_offsets(topic, partitions)}
+            await consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+            break
+        except Exception as exc:  # noqa: BLE001 - a missing topic must not stop the process
+            log.warning(f"{what} topic not readable yet; retrying", topic=topic, error=repr(exc))
+            await asyncio.sleep(retry_s)
+    left = {p: end for p, end in ends.items() if end > 0}
+    while True:
+        if not left and not caught_up.is_set():
+            caught_up.set()
+            if on_caught_up is not None:
+                on_caught_up()
+        try:
+            messages = await consumer.consume(batch, poll_s)  # returns as soon as a record is there
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the reader must survive broker hiccups
+            log.warning(f"{what} consumer error", topic=topic, error=repr(exc))
+            await asyncio.sleep(retry_s)
+            continue
+        for message in messages:
+            if message.error() is not None:
+                continue
+            await apply(message.value())
+            partition, offset = int(message.partition() or 0), int(message.offset() or 0)
+            if left.get(partition, 0) <= offset + 1:
+                left.pop(partition, None)
+
+
+async def assign_at_end(consumer: AsyncConsumer, topic: str, *, what: str, wait_s: float = 30.0) -> None:
+    """Read ``topic`` from now on (every partition from its current end; no group, nothing committed): where a
+    bridge waits for replies or answers to its own requests. Returns once positions are fixed, waiting up to
+    ``wait_s`` for a broker still starting or a topic whose partitions have no leader yet."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + wait_s
+    while True:
+        try:
+            partitions = await consumer.partitions_of(topic)
+            positions = await consumer.end_offsets(topic, partitions)
+            break
+        except (JetbridgeError, KafkaException) as exc:
+            if loop.time() >= give_up:
+                raise
+            log.info(f"{what} topic not ready yet; retrying", topic=topic, error=str(exc))
+            await asyncio.sleep(0.5)
+    await consumer.assign(positions)

@@ -19,10 +19,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
 from jetbridge.errors import JetbridgeError
-from jetbridge.kafka import AsyncConsumer
+from jetbridge.kafka import AsyncConsumer, read_whole_and_follow
 from jetbridge.log import get_logger
 from schemas.codec import AvroCodec
 from schemas.models import OrderEvent
@@ -32,7 +30,6 @@ __all__ = ["OrderBook", "OrderListener"]
 log = get_logger(__name__)
 
 OrderListener = Callable[[OrderEvent], None]
-_RETRY_S = 1.0
 
 
 class OrderBook:
@@ -118,47 +115,23 @@ class OrderBook:
             self._changed.notify_all()
 
     async def _run(self) -> None:
-        ends = await self._assign()
-        if not ends:
-            self.caught_up.set()
-        while True:
-            try:
-                messages = await self._consumer.consume(200, 0.5)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the reader must survive broker hiccups
-                log.warning("orders consumer error", error=repr(exc))
-                await asyncio.sleep(_RETRY_S)
-                continue
-            for message in messages:
-                if message.error() is not None:
-                    continue
-                partition, offset = int(message.partition() or 0), int(message.offset() or 0)
-                value = message.value()
-                if value is not None:  # a tombstone: an order deleted on purpose; keep what we know
-                    try:
-                        event = await self._codec.decode(value, OrderEvent)
-                    except JetbridgeError as exc:
-                        log.warning("undecodable order record skipped", error=exc.message, offset=offset)
-                    else:
-                        self.records += 1
-                        self._apply(event)
-                if ends.get(partition, 0) <= offset + 1:
-                    ends.pop(partition, None)
-            if not ends and not self.caught_up.is_set():
-                self.caught_up.set()
-                log.info("orders read", topic=self.topic, orders=len(self._orders))
+        def done() -> None:
+            log.info("orders read", topic=self.topic, orders=len(self._orders))
 
-    async def _assign(self) -> dict[int, int]:
-        while True:
-            try:
-                partitions = await self._consumer.partitions_of(self.topic)
-                ends = {tp.partition: tp.offset for tp in await self._consumer.end_offsets(self.topic, partitions)}
-                await self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-                return {p: end for p, end in ends.items() if end > 0}
-            except Exception as exc:  # noqa: BLE001 - a missing topic must not stop the process
-                log.warning("orders topic not readable yet; retrying", topic=self.topic, error=repr(exc))
-                await asyncio.sleep(_RETRY_S)
+        await read_whole_and_follow(
+            self._consumer, self.topic, self._read, self.caught_up, what="orders", on_caught_up=done
+        )
+
+    async def _read(self, value: bytes | None) -> None:
+        if value is None:
+            return  # a tombstone: an order deleted on purpose; keep what we know
+        try:
+            event = await self._codec.decode(value, OrderEvent)
+        except JetbridgeError as exc:
+            log.warning("undecodable order record skipped", error=exc.message)
+            return
+        self.records += 1
+        self._apply(event)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -13,11 +13,10 @@ import asyncio
 import contextlib
 from typing import Any, Generic
 
-from confluent_kafka import KafkaException
 from typing_extensions import TypeVar
 
-from jetbridge.errors import DecodeError, JetbridgeError, SchemaRegistryError
-from jetbridge.kafka import HEADER_REPLY_TO, AsyncConsumer, decode_headers
+from jetbridge.errors import DecodeError, SchemaRegistryError
+from jetbridge.kafka import HEADER_REPLY_TO, AsyncConsumer, assign_at_end, decode_headers
 from jetbridge.log import get_logger
 from schemas.codec import AvroCodec
 from schemas.models import Event, SearchReply
@@ -67,19 +66,7 @@ class ReplyCorrelator(Generic[R]):
         Waits (up to ``wait_s``) for a broker that is still starting or a topic whose partitions have no
         leader yet, as right after the stack created it.
         """
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + wait_s
-        while True:
-            try:
-                partitions = await self._consumer.partitions_of(self._topic)
-                positions = await self._consumer.end_offsets(self._topic, partitions)
-                break
-            except (JetbridgeError, KafkaException) as exc:
-                if loop.time() >= give_up:
-                    raise
-                log.info("reply topic not ready yet; retrying", error=str(exc))
-                await asyncio.sleep(0.5)
-        await self._consumer.assign(positions)
+        await assign_at_end(self._consumer, self._topic, what="reply", wait_s=wait_s)
         self._task = asyncio.create_task(self._run(), name="reply-correlator")
 
     def expect(self, request_id: str) -> asyncio.Future[R]:

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
 
-from jetbridge.errors import DecodeError, JetbridgeError, SchemaRegistryError
-from jetbridge.kafka import HEADER_REQUEST_ID, AsyncConsumer, decode_headers
+from jetbridge.errors import DecodeError, SchemaRegistryError
+from jetbridge.kafka import HEADER_REQUEST_ID, AsyncConsumer, assign_at_end, decode_headers
 from jetbridge.log import get_logger
 from schemas.codec import AvroCodec
 from schemas.models import AirlineResponse, SearchReply, now_utc
@@ -53,19 +53,7 @@ class ResponseWatcher:
 
     async def start(self, wait_s: float = 30.0) -> None:
         """Start reading at the current end of every partition; returns once positions are fixed."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + wait_s
-        while True:
-            try:
-                partitions = await self._consumer.partitions_of(self._topic)
-                positions = await self._consumer.end_offsets(self._topic, partitions)
-                break
-            except (JetbridgeError, KafkaException) as exc:
-                if loop.time() >= give_up:
-                    raise
-                log.info("response topic not ready yet; retrying", error=str(exc))
-                await asyncio.sleep(0.5)
-        await self._consumer.assign(positions)
+        await assign_at_end(self._consumer, self._topic, what="response", wait_s=wait_s)
         self._task = asyncio.create_task(self._run(), name="response-watcher")
 
     def watch(self, request_id: str, on_response: OnResponse) -> None:

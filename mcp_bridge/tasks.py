@@ -30,7 +30,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver.server import require_client_extension
@@ -41,7 +40,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
 from jetbridge.errors import JetbridgeError
-from jetbridge.kafka import AsyncConsumer, AsyncProducer
+from jetbridge.kafka import AsyncConsumer, AsyncProducer, read_whole_and_follow
 from jetbridge.log import get_logger
 from mcp_bridge.boundary import client_id
 from schemas.codec import AvroCodec
@@ -77,7 +76,6 @@ POLL_INTERVAL_MS = 1_000
 SWEEP_S = 5.0
 # Past a task's changing_until, how long its own instance still has to finish it before another one does.
 ADOPT_AFTER = timedelta(seconds=3)
-_RETRY_S = 2.0
 _FINAL = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 _current: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar("jetbridge_task", default=None)
@@ -251,39 +249,12 @@ class TaskLog:
         return len(gone)
 
     async def _run(self) -> None:
-        ends = await self._assign()
-        if not ends:
-            self.caught_up.set()
-        while True:
-            try:
-                messages = await self._consumer.consume(500, 0.5)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the reader must survive broker hiccups
-                log.warning("task topic consumer error", error=repr(exc))
-                await asyncio.sleep(_RETRY_S)
-                continue
-            for message in messages:
-                if message.error() is not None:
-                    continue
-                partition, offset = int(message.partition() or 0), int(message.offset() or 0)
-                await self._read(message.value())
-                if ends.get(partition, 0) <= offset + 1:
-                    ends.pop(partition, None)
-            if not ends and not self.caught_up.is_set():
-                self.caught_up.set()
-                log.info("task topic read", topic=self.topic, tasks=len(self._latest))
+        def done() -> None:
+            log.info("task topic read", topic=self.topic, tasks=len(self._latest))
 
-    async def _assign(self) -> dict[int, int]:
-        while True:
-            try:
-                partitions = await self._consumer.partitions_of(self.topic)
-                ends = {tp.partition: tp.offset for tp in await self._consumer.end_offsets(self.topic, partitions)}
-                await self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-                return {p: end for p, end in ends.items() if end > 0}
-            except Exception as exc:  # noqa: BLE001 - a missing topic must not stop the bridge
-                log.warning("task topic not readable yet; retrying", topic=self.topic, error=repr(exc))
-                await asyncio.sleep(_RETRY_S)
+        await read_whole_and_follow(
+            self._consumer, self.topic, self._read, self.caught_up, what="task", batch=500, on_caught_up=done
+        )
 
     async def _read(self, value: bytes | None) -> None:
         if value is None:
