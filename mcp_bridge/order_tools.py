@@ -17,7 +17,6 @@ contact are reduced to a count: no personal data reaches the audit, not even has
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Protocol
 
@@ -31,6 +30,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import (
     INVALID_PARAMS,
+    CallToolRequestParams,
     CallToolResult,
     EmptyResult,
     SubscribeRequestParams,
@@ -57,28 +57,31 @@ from mcp_bridge.orders import (
 )
 from schemas.models import OrderEvent
 
-__all__ = ["ORDER_TOOLS", "READ_TASK_TOOLS", "Confirmation", "OrderReadTask", "add_order_tools"]
+__all__ = ["ORDER_TOOLS", "TASK_TOOLS", "Confirmation", "OrderTask", "add_order_tools"]
 
 log = get_logger(__name__)
 
 ORDER_TOOLS = ("price_offer", "create_order", "get_order", "cancel_order")
-# The order tools that may run as an MCP task (mcp_bridge/tasks.py): those that ask the person nothing. A task
-# cannot relay an elicitation yet (input_required inside a task), so create_order and cancel_order answer in the
-# call itself even when the client asks for a task.
-READ_TASK_TOOLS = ("price_offer", "get_order")
+# The order tools that may run as an MCP task (mcp_bridge/tasks.py). price_offer and get_order ask nothing: a task
+# from the start. create_order and cancel_order ask the person first: on 2026-07-28 the call's input-required
+# round comes before any task (a task cannot relay an elicitation), and the call that brings the person's answer
+# is the one that may run as a task.
+TASK_TOOLS = ("price_offer", "get_order", "create_order", "cancel_order")
 
 
-class OrderReadTask:
-    """price_offer and get_order as tasks (`mcp_bridge.tasks.TaskTool`): the call runs in the background as it
-    would in the foreground; a task whose bridge stopped before the airline answered is completed with an error
-    result saying to call again (reading a price or an order again is harmless)."""
+class OrderTask:
+    """An order tool as a task (`mcp_bridge.tasks.TaskTool`): the call runs in the background as it would in the
+    foreground. A task whose bridge stopped before the airline answered completes with an error result saying
+    what to do: call again, which for a booking or a cancellation is reconciled with the airline first."""
 
     def __init__(self, tool: str, deadline_ms: int) -> None:
         self.tool = tool
+        self.asks = tool in ("create_order", "cancel_order")
         self._deadline = timedelta(milliseconds=deadline_ms) + timedelta(seconds=ORDER_GRACE_S)
 
-    def deferrable(self, arguments: Mapping[str, Any]) -> bool:
-        return True
+    def deferrable(self, params: CallToolRequestParams) -> bool:
+        # A tool that asks the person runs as a task only once the answer is there (the input-required round).
+        return not self.asks or bool(params.input_responses)
 
     def running(
         self, ctx: ServerRequestContext[Any, Any], task: object | None
@@ -89,13 +92,17 @@ class OrderReadTask:
         return created_at + self._deadline
 
     async def resume(self, state: object) -> CallToolResult:
+        if self.asks:
+            what = "whether the airline acted is not known here; call it again with the same arguments: Jetbridge "
+            text = f"{what}looks the order up at the airline first (code order_outcome_unknown, retriable)"
+        else:
+            text = "call it again (code backbone_unavailable, retriable)"
         return CallToolResult(
             is_error=True,
             content=[
                 TextContent(
                     type="text",
-                    text=f"{self.tool}: the bridge running this task stopped before the airline answered; call "
-                    "it again (code backbone_unavailable, retriable)",
+                    text=f"{self.tool}: the bridge running this task stopped before the airline answered; {text}",
                 )
             ],
         )

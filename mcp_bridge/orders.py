@@ -354,7 +354,9 @@ class OrderService:
             and existing.client_id == client_id
             and existing.order.status is not OrderStatus.CANCELLED
         ):
-            return Booking(client_id, offer_id, airline, native, key, party, None, existing)
+            standing = await self._still_standing(client_id, existing)
+            if standing is not None:
+                return Booking(client_id, offer_id, airline, native, key, party, None, standing)
         quote = await self.memory.quote(client_id, offer_id)
         if quote is None:
             raise OfferNotPriced(
@@ -372,6 +374,24 @@ class OrderService:
                     retry_after_s=_until_midnight_s(),
                 )
         return Booking(client_id, offer_id, airline, native, key, party, quote)
+
+    async def _still_standing(self, client_id: str, known: OrderEvent) -> OrderEvent | None:
+        """The order made with the same key, as the airline holds it now; None when the airline no longer has it
+        (or cancelled it): then the booking goes on as a new one. An airline that cannot be asked is taken at
+        Jetbridge's word (the order as last known), never as a reason to book again."""
+        airline, native = self.order_ref(known.order_id)
+        try:
+            reply = await self._call(client_id, airline, OrderOperation.RETRIEVE, subject=native, order_id=native)
+        except OrderNotFound:
+            log.warning("an order made with this key is gone at the airline; booking anew", order_id=known.order_id)
+            return None
+        except (AirlineError, BackboneUnavailable):
+            return known
+        assert reply.order is not None
+        self._noted(client_id, reply, change="retrieved")
+        if reply.order.status is OrderStatus.CANCELLED:
+            return None
+        return self.book.get(known.order_id) or known
 
     def _check_passengers(self, party: OrderParty, quote: Quote) -> None:
         if len(party.passengers) != quote.passenger_count:

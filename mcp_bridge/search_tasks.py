@@ -34,7 +34,7 @@ from typing import Any
 import pydantic_core
 from mcp.server.context import ServerRequestContext
 from mcp.server.extension import Extension
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolRequestParams, CallToolResult, TextContent
 
 from jetbridge.airlines import AirlineRegistry
 from jetbridge.errors import AirlineQuarantined, InvalidInput, JetbridgeError
@@ -312,10 +312,10 @@ class SearchTaskTool:
         self._runtime = runtime
         self._consumer_config = consumer_config
 
-    def deferrable(self, arguments: Mapping[str, Any]) -> bool:
+    def deferrable(self, params: CallToolRequestParams) -> bool:
         # Arguments it will refuse are refused at once, as in a synchronous call.
         try:
-            SearchArguments.parse(arguments, self._rules)
+            SearchArguments.parse(params.arguments or {}, self._rules)
         except InvalidInput:
             return False
         return True

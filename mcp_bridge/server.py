@@ -45,7 +45,7 @@ from mcp_bridge.allowances import SharedLedger
 from mcp_bridge.auth import TOOL_SCOPES, BridgeAuth, ScopedToolList, ScopeGate, open_auth
 from mcp_bridge.boundary import SessionLimits, StampArrival, arrived_at, client_id
 from mcp_bridge.correlator import ReplyCorrelator
-from mcp_bridge.order_tools import ORDER_TOOLS, READ_TASK_TOOLS, OrderReadTask, add_order_tools
+from mcp_bridge.order_tools import ORDER_TOOLS, TASK_TOOLS, OrderTask, add_order_tools
 from mcp_bridge.orders import OrderService, open_orders, redacted
 from mcp_bridge.search_tasks import BridgeTasks, open_tasks, task_extensions
 from mcp_bridge.service import REPLY_GRACE_S, SearchResult, SearchService
@@ -189,7 +189,7 @@ class Bridge:
                 traffic = bridge.service.traffic
                 orders = open_orders(runtime, instance_id, redis, traffic.clients, on_booked=traffic.booked)
                 bridge.orders = await extras.enter_async_context(orders)
-                reads = {tool: OrderReadTask(tool, settings.order_deadline_ms) for tool in READ_TASK_TOOLS}
+                reads = {tool: OrderTask(tool, settings.order_deadline_ms) for tool in TASK_TOOLS}
                 tasks = open_tasks(runtime, instance_id, rules=bridge.rules, health=airline_health, more=reads)
                 bridge.tasks = await extras.enter_async_context(tasks)
                 if settings.allowances == "shared":

@@ -326,8 +326,9 @@ class TaskHandle:
 class TaskTool(Protocol):
     """What a tool implements to run as a task (a tool opts in by being given to `TasksExtension`)."""
 
-    def deferrable(self, arguments: Mapping[str, Any]) -> bool:
-        """Whether this call may run as a task (False: answered synchronously, e.g. arguments it will refuse)."""
+    def deferrable(self, params: CallToolRequestParams) -> bool:
+        """Whether this call may run as a task (False: answered synchronously, e.g. arguments it will refuse, or a
+        call that must first ask the person something: its input-required rounds come before any task)."""
         ...
 
     def running(
@@ -382,7 +383,7 @@ class TasksExtension(Extension):
         tool = self.task_tools.get(params.name)
         if tool is None:
             return await call_next(ctx)
-        if not declared_tasks(ctx) or not tool.deferrable(params.arguments or {}):
+        if not declared_tasks(ctx) or not tool.deferrable(params):
             async with tool.running(ctx, None):
                 return await call_next(ctx)
         now = now_utc()

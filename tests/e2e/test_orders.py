@@ -286,3 +286,27 @@ async def test_a_task_search_gets_its_late_airline_and_a_price_runs_as_a_task(
     assert settled.status == "completed"
     assert settled.result is not None
     assert settled.result["structuredContent"]["offer_id"] == offer["offer_id"]
+
+
+async def test_booking_and_cancelling_run_as_tasks_once_the_person_answered(
+    stack: Stack, simulators: httpx.AsyncClient
+) -> None:
+    """On 2026-07-28 with the tasks extension: create_order's input-required round (the person's confirmation)
+    comes first, then the call that brings the answer runs as a task; the client sees the order either way."""
+    settings = stack.settings()
+    probe = KafkaProbe(settings)
+    topic = settings.topic_prefix + "jb.tasks.v1"
+    since = await probe.end_offsets(topic)
+    person = Person()
+    async with stack.agent(scopes=BOOKER, elicitation_callback=person, extensions=[TasksClient()]) as agent:
+        offer = await first_offer(agent, "AA", days=46)
+        await tool(agent, "price_offer", offer_id=offer["offer_id"])
+        made = await tool(agent, "create_order", offer_id=offer["offer_id"], passengers=[passenger()], contact=CONTACT)
+        cancelled = await tool(agent, "cancel_order", order_id=made["order_id"])
+    assert made["status"] == "confirmed"
+    assert cancelled["status"] == "cancelled"
+    assert len(person.asked) == 2
+    records = await probe.read_since(topic, since, until_s=3)
+    assert any(b"create_order" in (r.value() or b"") for r in records), "create_order ran as a task (jb.tasks.v1)"
+    assert not any(FAMILY.encode() in (r.value() or b"") for r in records), "no passenger data in task state"
+    assert [o["status"] for o in await sim_orders(simulators, "AA")] == ["CANCELLED"]

@@ -502,3 +502,16 @@ async def test_legacy_subscribers_hear_of_their_orders_only(airline: Airline) ->
         cancelled = event.order.model_copy(update={"status": OrderStatus.CANCELLED})
         orders.book.note(event.model_copy(update={"order": cancelled, "at": datetime.now(UTC)}))
         assert await asyncio.wait_for(heard.get(), 2.0) == made.resource_uri
+
+
+async def test_an_order_the_airline_no_longer_has_is_booked_anew(airline: Airline) -> None:
+    """Jetbridge's record of an order made with the same key is checked with the airline before it stands in."""
+    async with opened(airline) as (client, person, _):
+        await _call(client, "price_offer", offer_id="BA:OFFER1")
+        first = await _call(client, "create_order", offer_id="BA:OFFER1", passengers=[ADULT], contact=CONTACT)
+        airline.orders.clear()  # the airline lost it (or never kept it)
+        again = await _call(client, "create_order", offer_id="BA:OFFER1", passengers=[ADULT], contact=CONTACT)
+    assert again["reconciled"] is False
+    assert first["reconciled"] is False
+    assert airline.calls["CREATE"] == 2
+    assert len(person.asked) == 2, "a new booking is confirmed again"

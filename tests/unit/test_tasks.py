@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ from mcp import Client
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolRequestParams, CallToolResult, TextContent
 
 from jetbridge.errors import KafkaError
 from jetbridge.kafka import Delivery
@@ -60,8 +60,8 @@ class Tool:
         self.calls: list[bool] = []  # True: ran as a task
         self.resumed: list[str] = []
 
-    def deferrable(self, arguments: Mapping[str, Any]) -> bool:
-        return arguments.get("x") != -1
+    def deferrable(self, params: CallToolRequestParams) -> bool:
+        return (params.arguments or {}).get("x") != -1
 
     @contextlib.asynccontextmanager
     async def running(self, ctx: ServerRequestContext[Any, Any], task: TaskHandle | None) -> AsyncIterator[None]:
