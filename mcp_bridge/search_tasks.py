@@ -331,8 +331,9 @@ class SearchTaskTool:
             yield
             return
         try:
-            with observing(observer):
-                yield
+            async with self._watcher.following():
+                with observing(observer):
+                    yield
         finally:
             await observer.close()
 

@@ -5,6 +5,7 @@ call, the airlines expected (the router's coverage), and the partitioner that fi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +42,10 @@ class Watcher:
 
     def unwatch(self, request_id: str) -> None:
         self.watching.pop(request_id, None)
+
+    @contextlib.asynccontextmanager
+    async def following(self) -> AsyncIterator[None]:
+        yield
 
     def answer(self, response: AirlineResponse) -> None:
         self.watching[response.request_id](response)
