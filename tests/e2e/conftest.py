@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from mcp import Client
@@ -170,3 +171,28 @@ async def call_tool(stack: Stack, name: str, arguments: dict[str, Any]) -> Any:
 
 def error_text(result: Any) -> str:
     return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+@contextlib.asynccontextmanager
+async def second_bridge(stack: Stack) -> AsyncIterator[str]:
+    """Another bridge instance of the stack (its own process, on `SECOND_BRIDGE_PORT`): its URL, once healthy."""
+    env = dict(stack.env, JB_BRIDGE_PORT=str(SECOND_BRIDGE_PORT))
+    log = (stack.home / "logs" / "bridge-second.log").open("ab")
+    second = subprocess.Popen(  # noqa: ASYNC220 - returns at once; then its health is polled
+        [sys.executable, "-m", "mcp_bridge"], env=env, cwd=REPO_ROOT, stdout=log, stderr=log
+    )
+    try:
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    async with httpx.AsyncClient(trust_env=False) as http:
+                        if (await http.get(f"http://127.0.0.1:{SECOND_BRIDGE_PORT}/health")).status_code == 200:
+                            break
+                except httpx.HTTPError:
+                    pass
+                await anyio.sleep(0.2)
+        yield f"http://127.0.0.1:{SECOND_BRIDGE_PORT}/mcp"
+    finally:
+        second.terminate()
+        second.wait(timeout=20)
+        log.close()

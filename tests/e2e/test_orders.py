@@ -18,7 +18,7 @@ from mcp_types import ElicitResult
 
 from mcp_bridge.auth import OFFERS_READ, ORDERS_WRITE
 from mcp_bridge.task_client import CreateTaskResult, TasksClient, get_task, wait_for_task
-from tests.e2e.conftest import Stack, error_text
+from tests.e2e.conftest import Stack, error_text, second_bridge
 from tests.support.kafka_tools import KafkaProbe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -310,3 +310,29 @@ async def test_booking_and_cancelling_run_as_tasks_once_the_person_answered(
     assert any(b"create_order" in (r.value() or b"") for r in records), "create_order ran as a task (jb.tasks.v1)"
     assert not any(FAMILY.encode() in (r.value() or b"") for r in records), "no passenger data in task state"
     assert [o["status"] for o in await sim_orders(simulators, "AA")] == ["CANCELLED"]
+
+
+async def test_an_order_made_through_one_bridge_is_seen_and_cancelled_through_another(
+    stack: Stack, simulators: httpx.AsyncClient
+) -> None:
+    """Two bridge instances: the quote, the order and its scoping are the backbone's, not one process's."""
+    person = Person()
+    async with second_bridge(stack) as other:
+        async with stack.agent(scopes=BOOKER, elicitation_callback=person) as here:
+            offer = await first_offer(here, "BA", days=47)
+            await tool(here, "price_offer", offer_id=offer["offer_id"])
+        async with stack.agent(other, scopes=BOOKER, elicitation_callback=person) as there:
+            made = await tool(
+                there, "create_order", offer_id=offer["offer_id"], passengers=[passenger()], contact=CONTACT
+            )
+        async with stack.agent(scopes=BOOKER, elicitation_callback=person) as here:
+            got = await tool(here, "get_order", order_id=made["order_id"])
+        async with stack.agent(other, client="someone-else", scopes=BOOKER, elicitation_callback=person) as stranger:
+            theirs = await stranger.call_tool("get_order", {"order_id": made["order_id"]})
+        async with stack.agent(other, scopes=BOOKER, elicitation_callback=person) as there:
+            cancelled = await tool(there, "cancel_order", order_id=made["order_id"])
+    assert got["status"] == "confirmed"
+    assert theirs.is_error
+    assert "order_not_found" in error_text(theirs)
+    assert cancelled["status"] == "cancelled"
+    assert [o["status"] for o in await sim_orders(simulators, "BA")] == ["CANCELLED"]

@@ -4,21 +4,18 @@ connectors -> airline simulators -> aggregator -> bridge, on real Kafka."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
-from jetbridge.settings import REPO_ROOT, Settings
+from jetbridge.settings import Settings
 from jetbridge.topics import AUDIT, DLQ, REQUESTS
 from schemas.models import AuditRecord, DeadLetter
-from tests.e2e.conftest import SECOND_BRIDGE_PORT, Stack, call_tool, error_text
+from tests.e2e.conftest import Stack, call_tool, error_text, second_bridge
 from tests.support.kafka_tools import KafkaProbe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -200,38 +197,19 @@ async def test_poison_request_goes_to_dead_letter_and_stream_goes_on(
 async def test_two_bridge_instances_each_receive_exactly_their_own_replies(
     stack: Stack, simulators: httpx.AsyncClient
 ) -> None:
-    env = dict(stack.env, JB_BRIDGE_PORT=str(SECOND_BRIDGE_PORT))
-    log = (stack.home / "logs" / "bridge-second.log").open("ab")
-    second = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the test then polls its health
-        [sys.executable, "-m", "mcp_bridge"], env=env, cwd=REPO_ROOT, stdout=log, stderr=log
-    )
-    second_url = f"http://127.0.0.1:{SECOND_BRIDGE_PORT}/mcp"
-    try:
-        with anyio.fail_after(60):
-            while True:
-                try:
-                    async with httpx.AsyncClient(trust_env=False) as http:
-                        if (await http.get(f"http://127.0.0.1:{SECOND_BRIDGE_PORT}/health")).status_code == 200:
-                            break
-                except httpx.HTTPError:
-                    pass
-                await anyio.sleep(0.2)
+    async with second_bridge(stack) as second_url:
         # Different routes per instance, so a reply delivered to the wrong instance would show.
         jobs = [(stack.bridge_url, "LHR", "JFK"), (second_url, "JFK", "LHR")] * 4
         results = await asyncio.gather(
             *(timed_search(stack, search_args(origin=o, destination=d, deadline_ms=4000), url) for url, o, d in jobs)
         )
-        ids = [r["request_id"] for r, _ in results]
-        assert len(set(ids)) == len(jobs), "every call got its own reply"
-        for (url, origin, destination), (result, _) in zip(jobs, results, strict=True):
-            assert result["offers"], url
-            for offer in result["offers"]:
-                assert offer["slices"][0]["origin"] == origin, (url, offer)
-                assert offer["slices"][0]["destination"] == destination
-    finally:
-        second.terminate()
-        second.wait(timeout=20)
-        log.close()
+    ids = [r["request_id"] for r, _ in results]
+    assert len(set(ids)) == len(jobs), "every call got its own reply"
+    for (url, origin, destination), (result, _) in zip(jobs, results, strict=True):
+        assert result["offers"], url
+        for offer in result["offers"]:
+            assert offer["slices"][0]["origin"] == origin, (url, offer)
+            assert offer["slices"][0]["destination"] == destination
 
 
 async def test_poison_airline_call_goes_to_dead_letter_and_worker_goes_on(
