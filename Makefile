@@ -14,7 +14,7 @@ SETUP_LOG := $(JB_HOME)/logs/setup.log
 
 .PHONY: setup demo up down status test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml tools/conformance/package-lock.json
+$(STAMP): pyproject.toml tools/conformance/package-lock.json tools/asyncapi/package-lock.json
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed"; exit 1; }
 	@command -v java >/dev/null || { echo "A JDK 17+ is needed (java) to run Apache Kafka"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven (mvn) is needed to fetch the Apache Kafka jars"; exit 1; }
@@ -24,9 +24,12 @@ $(STAMP): pyproject.toml tools/conformance/package-lock.json
 	@{ $(BIN)/python -m pip install --quiet --upgrade pip && $(BIN)/python -m pip install --quiet -e '.[dev]'; } \
 		>>$(SETUP_LOG) 2>&1 || { echo "pip install failed; last lines of $(SETUP_LOG):"; tail -n 20 $(SETUP_LOG); exit 1; }
 	@bash infra/kafka/kafka.sh fetch
-	@echo "set-up: the MCP conformance suite (npm, tools/conformance) and Redis (apt, when missing)"
+	@echo "set-up: the MCP conformance suite and the AsyncAPI parser (npm, tools/) and Redis (apt, when missing)"
 	@npm ci --prefix tools/conformance --no-audit --no-fund >>$(SETUP_LOG) 2>&1 || { echo "npm ci --prefix \
 		tools/conformance failed (Node.js and npm are needed: the MCP conformance suite); last lines of \
+		$(SETUP_LOG):"; tail -n 20 $(SETUP_LOG); exit 1; }
+	@npm ci --prefix tools/asyncapi --no-audit --no-fund >>$(SETUP_LOG) 2>&1 || { echo "npm ci --prefix \
+		tools/asyncapi failed (the AsyncAPI parser that checks docs/asyncapi.json); last lines of \
 		$(SETUP_LOG):"; tail -n 20 $(SETUP_LOG); exit 1; }
 	@bash infra/redis/redis.sh install
 	@touch $(STAMP)
@@ -62,6 +65,7 @@ unit: setup
 	$(BIN)/pytest tests/unit -q
 
 test: lint typecheck
+	$(BIN)/jetbridge schemas check --offline
 	$(BIN)/pytest
 
 clean: down

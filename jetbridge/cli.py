@@ -4,7 +4,8 @@ jetbridge up [--scale streams=2,connectors=2]   start the local stack under its 
 jetbridge down                                  stop everything the stack started
 jetbridge status                                every component: PID, health, restarts, endpoint
 jetbridge demo                                  an AI-agent search through MCP, printed as tables
-jetbridge topics apply                          declare every topic (idempotent)
+jetbridge topics apply                          declare every topic and its subject's compatibility level (idempotent)
+jetbridge schemas check [--base REV] [--offline] every .avsc and MCP tool against what came before (breaking: exit 1)
 jetbridge bench                                 Jetbridge against a direct fan-out baseline (see bench/run.py)
 jetbridge dlq list|show|replay                  dead letters: what failed and why; replay them (jetbridge/dlq_ops/)
 jetbridge audit [--client … --outcome … --since …]   tool calls as audited, with counts by outcome
@@ -36,13 +37,19 @@ from rich.table import Table
 from rich.text import Text
 
 from jetbridge.airlines import load_registry
-from jetbridge.errors import JetbridgeError
+from jetbridge.contracts import SchemaReport, apply_compatibility, check_schemas
+from jetbridge.errors import JetbridgeError, SchemaError, SchemaRegistryError
+from jetbridge.http import build_http_client
 from jetbridge.kafka import apply_topics, client_config
+from jetbridge.runtime import registry_client
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import declared_topics
+from schemas.codec import AVRO_DIR
+from schemas.registry import SchemaRegistryClient
 
 if TYPE_CHECKING:
     from infra.stack.control import Row
+    from mcp_bridge.tools_contract import ToolChange
 
 __all__ = ["main"]
 
@@ -178,6 +185,10 @@ async def _status(settings: Settings, _: argparse.Namespace) -> int:
     return 0 if report.all_up else 3
 
 
+def _registry_client(settings: Settings, http: httpx.AsyncClient) -> SchemaRegistryClient:
+    return registry_client(settings, http)
+
+
 async def _topics(settings: Settings, _: argparse.Namespace) -> int:
     specs = declared_topics(load_registry(settings.airlines_file), settings.topic_partitions, settings.topic_prefix)
     outcome = await apply_topics(
@@ -189,9 +200,111 @@ async def _topics(settings: Settings, _: argparse.Namespace) -> int:
         print(
             f"{spec.name:<32} {spec.partitions:>3} partitions  "
             f"retention {spec.retention_ms // 3_600_000:>4} h  "
-            f"{spec.cleanup_policy:<8} {outcome[spec.name]}"
+            f"{spec.cleanup_policy:<8} {spec.compatibility if spec.model else '-':<16} {outcome[spec.name]}"
         )
+    async with build_http_client(timeout_s=10.0, max_connections=4) as http:
+        try:
+            levels = await apply_compatibility(_registry_client(settings, http), specs)
+        except SchemaRegistryError as exc:
+            print(
+                f"jetbridge topics apply: the topics are declared, but not their compatibility levels: {exc.message}. "
+                "Start the registry (jetbridge up) or point SCHEMA_REGISTRY_URL at it, then run this again.",
+                file=sys.stderr,
+            )
+            return 1
+    print(f"compatibility levels set in {settings.schema_registry_url} for {len(levels)} subjects")
     return 0
+
+
+def _schema_findings_table(report: SchemaReport) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title="breaking changes to topic contracts")
+    for column in ("schema", "field", "against", "level"):
+        table.add_column(column, no_wrap=True, style="red" if column == "field" else None)
+    table.add_column("why", overflow="fold")
+    for f in report.findings:
+        table.add_row(*(Text(cell) for cell in (f.schema, f.field or "-", f.against, f.level, f.reason)))
+    return table
+
+
+def _tool_changes_table(changes: Sequence[ToolChange], title: str) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title=title)
+    table.add_column("tool", no_wrap=True)
+    table.add_column("argument", no_wrap=True, style="red")
+    table.add_column("why", overflow="fold")
+    for change in changes:
+        table.add_row(*(Text(cell) for cell in (change.tool, change.argument or "-", change.what)))
+    return table
+
+
+_TOPIC_WAY_OUT = (
+    "A breaking change needs a new topic, never a new version of this one: declare the topic's `.v2` beside the old "
+    "in jetbridge/topics.py with a new schema file (e.g. search_request.v2.avsc, namespace jetbridge.v2), write both "
+    "during the migration, move the consumers over, then retire the old topic. Or make the change compatible: give "
+    "an added field a default, keep a removed field's default, widen types only as Avro promotes them. "
+    "README: Topics > Evolving the contracts."
+)
+_TOOL_WAY_OUT = (
+    "MCP tools change only by adding: a breaking change is a new tool (e.g. search_offers_v2) beside the old one, "
+    "which stays until its agents moved. README: Topics > Evolving the contracts."
+)
+
+
+async def _schemas(settings: Settings, args: argparse.Namespace) -> int:
+    from mcp_bridge.tools_contract import SNAPSHOT, compare_tools, current_tools, read_snapshot, write_snapshot
+
+    console = _console()
+    folder: Path = args.dir
+    specs = declared_topics(load_registry(settings.airlines_file), settings.topic_partitions, settings.topic_prefix)
+    async with build_http_client(timeout_s=5.0, max_connections=4) as http:
+        registry = None if args.offline else _registry_client(settings, http)
+        try:
+            report = await check_schemas(folder, specs, base=args.base, registry=registry)
+        except SchemaError as exc:
+            print(f"jetbridge schemas check: {exc.message}", file=sys.stderr)
+            return 2
+    snapshot_path: Path = args.tools_snapshot or SNAPSHOT
+    snapshot = read_snapshot(snapshot_path)
+    tools = await current_tools()
+    changes = compare_tools(snapshot, tools)
+    breaking = [c for c in changes if c.breaking]
+    additions = [c for c in changes if not c.breaking]
+    failed = False
+    if report.findings:
+        failed = True
+        console.print(_schema_findings_table(report))
+        console.print(_TOPIC_WAY_OUT, style="yellow")
+    else:
+        new = f"; new, nothing to break: {', '.join(report.new)}" if report.new else ""
+        registered = f" and {report.registry_versions} registered versions" if report.registry_versions else ""
+        console.print(
+            Text.assemble(
+                _mark(console),
+                f" {len(report.checked)} schemas compatible with git {report.base}{registered}{new}",
+            )
+        )
+    if report.registry_note:
+        console.print(f"  registry: {report.registry_note}", style="dim", markup=False)
+    if not snapshot:
+        if not args.update:
+            print(
+                f"jetbridge schemas check: no MCP tools snapshot at {snapshot_path}: record one with "
+                "`jetbridge schemas check --update`",
+                file=sys.stderr,
+            )
+            return 1
+    elif breaking:
+        failed = True
+        console.print(_tool_changes_table(breaking, "breaking changes to MCP tools"))
+        console.print(_TOOL_WAY_OUT, style="yellow")
+    else:
+        console.print(Text.assemble(_mark(console), f" {len(tools)} MCP tools: nothing removed, renamed or narrowed"))
+    if args.update and not breaking:
+        write_snapshot(tools, snapshot_path)
+        console.print(f"  recorded {len(tools)} tools in {snapshot_path}", style="dim", markup=False)
+    elif additions:
+        console.print(_tool_changes_table(additions, "additions not yet in the tools snapshot"))
+        console.print(f"  record them: jetbridge schemas check --update ({snapshot_path})", style="dim", markup=False)
+    return 1 if failed else 0
 
 
 def _offers_table(result: dict[str, Any]) -> Table:
@@ -493,6 +606,12 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _folder_arg(text: str) -> Path:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"no folder {text}")
+    return Path(text)
+
+
 def _scale_arg(text: str) -> dict[str, int]:
     from infra.stack.components import parse_scale
 
@@ -530,6 +649,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_topics = sub.add_parser("topics", help="topic administration")
     p_topics.add_argument("action", choices=["apply"])
+    p_schemas = sub.add_parser(
+        "schemas", help="the contracts: every .avsc and MCP tool against what came before (breaking: exit 1)"
+    )
+    p_schemas.add_argument("action", choices=["check"])
+    p_schemas.add_argument("--base", default="main", metavar="REV", help="git revision to compare with (default main)")
+    p_schemas.add_argument("--offline", action="store_true", help="compare with git only; do not ask the registry")
+    p_schemas.add_argument(
+        "--dir", type=_folder_arg, default=AVRO_DIR, help="folder of .avsc files (default schemas/avro)"
+    )
+    p_schemas.add_argument(
+        "--update", action="store_true", help="record the MCP tools' additions in their snapshot (never a breaking one)"
+    )
+    p_schemas.add_argument("--tools-snapshot", type=Path, help="the MCP tools snapshot (default beside the bridge)")
     p_bench = sub.add_parser("bench", help="benchmark Jetbridge against a direct fan-out baseline")
     p_bench.add_argument("--rates", default="10,20,30,40,50,75,100", help="offered searches/s, comma-separated")
     p_bench.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up per rate (excluded)")
@@ -601,6 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": _status,
         "demo": _demo,
         "topics": _topics,
+        "schemas": _schemas,
         "bench": _bench,
         "dlq": _dlq,
         "audit": _audit,

@@ -34,15 +34,20 @@ def kafka_config(settings: Settings, client_id: str) -> dict[str, Any]:
     return client_config(settings) | {"client.id": client_id}
 
 
-async def open_codec(
-    settings: Settings, specs: list[TopicSpec], http: httpx.AsyncClient, *, wait_s: float = 60.0
-) -> AvroCodec:
-    """A codec with every topic's value schema registered; waits for a registry that is still starting."""
+def registry_client(settings: Settings, http: httpx.AsyncClient) -> SchemaRegistryClient:
+    """A client of the schema registry the settings name (``SCHEMA_REGISTRY_URL``, with its basic auth)."""
     auth = None
     if settings.schema_registry_auth is not None:
         user, _, password = settings.schema_registry_auth.get_secret_value().partition(":")
         auth = (user, password)
-    codec = AvroCodec(SchemaRegistryClient(settings.schema_registry_url, http, auth=auth))
+    return SchemaRegistryClient(settings.schema_registry_url, http, auth=auth)
+
+
+async def open_codec(
+    settings: Settings, specs: list[TopicSpec], http: httpx.AsyncClient, *, wait_s: float = 60.0
+) -> AvroCodec:
+    """A codec with every topic's value schema registered; waits for a registry that is still starting."""
+    codec = AvroCodec(registry_client(settings, http))
     loop = asyncio.get_running_loop()
     give_up = loop.time() + wait_s
     while True:

@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from jetbridge.airlines import AirlineRegistry
+from schemas.compat import BACKWARD, FULL_TRANSITIVE
 from schemas.models import (
     AggregatorControl,
     AirlineCall,
@@ -37,6 +39,7 @@ __all__ = [
     "REPLIES",
     "REQUESTS",
     "TASKS",
+    "Party",
     "TopicNames",
     "TopicSpec",
     "airline_calls_topic",
@@ -127,6 +130,11 @@ class TopicNames:
         return self.prefix + airline_orders_topic(code)
 
 
+# Who writes or reads a topic: the processes of ARCHITECTURE.md, the operators' `jetbridge` command, and the teams
+# that read topics with their own tools. docs/asyncapi.json (jetbridge/asyncapi.py) has an operation for each.
+Party = Literal["bridge", "router", "aggregator", "connectors", "operators", "analytics", "compliance"]
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     name: str
@@ -135,6 +143,13 @@ class TopicSpec:
     retention_ms: int
     cleanup_policy: str = "delete"
     segment_ms: int | None = None
+    key: str = ""  # what the record key (plain UTF-8) is, as people and docs/asyncapi.json say it
+    writers: tuple[Party, ...] = ()
+    readers: tuple[Party, ...] = ()
+    # The value subject's compatibility level in the schema registry (`jetbridge topics apply` sets it): BACKWARD for
+    # event topics; FULL_TRANSITIVE for compacted state, whose records of every version ever written stay readable
+    # (an order untouched for a year keeps its first record) and are read whole by processes old and new alike.
+    compatibility: str = BACKWARD
 
     def configs(self) -> dict[str, str]:
         configs = {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
@@ -154,29 +169,142 @@ def declared_topics(registry: AirlineRegistry, partitions: int = 6, prefix: str 
     """
     names = TopicNames(prefix)
     specs = [
-        TopicSpec(names.requests, SearchRequest, partitions, _DAY_MS),
-        TopicSpec(names.responses, AirlineResponse, partitions, _DAY_MS),
-        TopicSpec(names.control, AggregatorControl, partitions, _DAY_MS),
-        TopicSpec(names.replies, SearchReply, partitions, _HOUR_MS * 6),
+        TopicSpec(
+            names.requests,
+            SearchRequest,
+            partitions,
+            _DAY_MS,
+            key="request id",
+            writers=("bridge",),
+            readers=("router",),
+        ),
+        TopicSpec(
+            names.responses,
+            AirlineResponse,
+            partitions,
+            _DAY_MS,
+            key="request id",
+            writers=("connectors", "router"),
+            readers=("aggregator", "bridge"),
+        ),
+        TopicSpec(names.control, AggregatorControl, partitions, _DAY_MS, key="request id", readers=("aggregator",)),
+        TopicSpec(
+            names.replies,
+            SearchReply,
+            partitions,
+            _HOUR_MS * 6,
+            key="request id",
+            writers=("aggregator",),
+            readers=("bridge",),
+        ),
         # Operators need time to inspect and replay: keep dead letters for two weeks.
-        TopicSpec(names.dlq, DeadLetter, 3, 14 * _DAY_MS),
+        TopicSpec(
+            names.dlq,
+            DeadLetter,
+            3,
+            14 * _DAY_MS,
+            key="original key",
+            writers=("router", "aggregator", "connectors"),
+            readers=("operators", "analytics"),
+        ),
         # What `jetbridge dlq replay` sent, one record per dead letter (its id is the key). Compacted so
         # the latest replay of each is kept; deleted after the DLQ's own retention, by when the dead letter
         # it describes is gone too.
-        TopicSpec(names.dlq_replays, DlqReplay, 1, 14 * _DAY_MS, cleanup_policy="compact,delete"),
-        TopicSpec(names.audit, AuditRecord, 3, 30 * _DAY_MS),
+        TopicSpec(
+            names.dlq_replays,
+            DlqReplay,
+            1,
+            14 * _DAY_MS,
+            cleanup_policy="compact,delete",
+            compatibility=FULL_TRANSITIVE,
+            key="dead letter id (`<partition>:<offset>`)",
+            writers=("operators",),
+            readers=("operators",),
+        ),
+        TopicSpec(
+            names.audit,
+            AuditRecord,
+            3,
+            30 * _DAY_MS,
+            key="client id",
+            writers=("bridge",),
+            readers=("analytics", "compliance", "operators"),
+        ),
         # One record per airline, the latest kept: every worker, router and bridge reads it whole at start-up.
         # Short segments so compaction has closed segments to work on.
-        TopicSpec(names.airline_health, AirlineHealth, 3, 7 * _DAY_MS, cleanup_policy="compact", segment_ms=_HOUR_MS),
+        TopicSpec(
+            names.airline_health,
+            AirlineHealth,
+            3,
+            7 * _DAY_MS,
+            cleanup_policy="compact",
+            compatibility=FULL_TRANSITIVE,
+            segment_ms=_HOUR_MS,
+            key="airline code",
+            writers=("connectors",),
+            readers=("connectors", "router", "bridge"),
+        ),
         # Orders: the replies like the search's; the orders themselves compacted by order id (the latest state of
         # each is kept for as long as the order lives: the bridge and analytics read it whole).
-        TopicSpec(names.order_replies, OrderReply, partitions, _HOUR_MS * 6),
-        TopicSpec(names.orders, OrderEvent, 3, 365 * _DAY_MS, cleanup_policy="compact", segment_ms=_HOUR_MS),
+        TopicSpec(
+            names.order_replies,
+            OrderReply,
+            partitions,
+            _HOUR_MS * 6,
+            key="request id",
+            writers=("connectors",),
+            readers=("bridge",),
+        ),
+        TopicSpec(
+            names.orders,
+            OrderEvent,
+            3,
+            365 * _DAY_MS,
+            cleanup_policy="compact",
+            compatibility=FULL_TRANSITIVE,
+            segment_ms=_HOUR_MS,
+            key="order id (`<IATA>:<reference>`)",
+            writers=("connectors",),
+            readers=("bridge", "analytics"),
+        ),
         # MCP tasks: the latest state of each (key: task id), read whole by every bridge instance at start-up.
         # Compacted, and deleted after a day: longer than any task's TTL (mcp_bridge/tasks.py), so a live task is
         # never lost and the topic does not grow without bound.
-        TopicSpec(names.tasks, TaskState, 3, _DAY_MS, cleanup_policy="compact,delete", segment_ms=_HOUR_MS),
+        TopicSpec(
+            names.tasks,
+            TaskState,
+            3,
+            _DAY_MS,
+            cleanup_policy="compact,delete",
+            compatibility=FULL_TRANSITIVE,
+            segment_ms=_HOUR_MS,
+            key="task id",
+            writers=("bridge",),
+            readers=("bridge",),
+        ),
     ]
-    specs += [TopicSpec(names.calls(a.code), AirlineCall, max(1, partitions // 2), _DAY_MS) for a in registry]
-    specs += [TopicSpec(names.order_calls(a.code), OrderCall, max(1, partitions // 2), _DAY_MS) for a in registry]
+    specs += [
+        TopicSpec(
+            names.calls(a.code),
+            AirlineCall,
+            max(1, partitions // 2),
+            _DAY_MS,
+            key="request id",
+            writers=("router",),
+            readers=("connectors",),
+        )
+        for a in registry
+    ]
+    specs += [
+        TopicSpec(
+            names.order_calls(a.code),
+            OrderCall,
+            max(1, partitions // 2),
+            _DAY_MS,
+            key="idempotency key (create), else order or offer id",
+            writers=("bridge",),
+            readers=("connectors",),
+        )
+        for a in registry
+    ]
     return specs

@@ -84,6 +84,20 @@ class SchemaRegistryClient:
             schema=str(result["schema"]),
         )
 
+    async def subjects(self) -> list[str]:
+        return [str(s) for s in await self._call("GET", "/subjects")]
+
+    async def versions(self, subject: str) -> list[int]:
+        return [int(v) for v in await self._call("GET", f"/subjects/{subject}/versions")]
+
+    async def get_version(self, subject: str, version: int) -> RegisteredSchema:
+        result = await self._call("GET", f"/subjects/{subject}/versions/{version}")
+        return RegisteredSchema(subject=subject, id=int(result["id"]), version=version, schema=str(result["schema"]))
+
+    async def set_compatibility(self, subject: str, level: str) -> None:
+        """Set ``subject``'s compatibility level (NONE, BACKWARD, FORWARD, FULL, or one of them ``_TRANSITIVE``)."""
+        await self._call("PUT", f"/config/{subject}", {"compatibility": level})
+
     async def is_compatible(self, subject: str, schema: str) -> bool:
         """Whether ``schema`` may be registered next under ``subject`` by the subject's compatibility rule."""
         result = await self._call(

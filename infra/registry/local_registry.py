@@ -16,7 +16,8 @@ Implemented (Confluent API, Avro only):
     POST /compatibility/subjects/{subject}/versions/latest  compatibility check
     GET|PUT /config, GET|PUT /config/{subject}               compatibility level
 Compatibility levels: NONE, BACKWARD (default), FORWARD, FULL (and their _TRANSITIVE forms, checked
-against every version). State is a JSON file, rewritten atomically on each change.
+against every version), judged by schemas/compat.py, the rules `jetbridge schemas check` applies too.
+State is a JSON file, rewritten atomically on each change.
 
     python -m infra.registry.local_registry --port 8081 --data .jetbridge/registry/state.json
 """
@@ -37,25 +38,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from schemas.compat import LEVELS, is_backward_compatible, is_compatible
+
 __all__ = ["RegistryState", "build_app", "is_backward_compatible"]
 
 _CT = "application/vnd.schemaregistry.v1+json"
-_LEVELS = {
-    "NONE",
-    "BACKWARD",
-    "FORWARD",
-    "FULL",
-    "BACKWARD_TRANSITIVE",
-    "FORWARD_TRANSITIVE",
-    "FULL_TRANSITIVE",
-}
-_PROMOTIONS = {
-    "int": {"int", "long", "float", "double"},
-    "long": {"long", "float", "double"},
-    "float": {"float", "double"},
-    "string": {"string", "bytes"},
-    "bytes": {"bytes", "string"},
-}
 
 
 def _error(status: int, code: int, message: str) -> JSONResponse:
@@ -68,95 +55,6 @@ def _ok(body: Any) -> JSONResponse:
 
 def _canonical(schema: str) -> str:
     return json.dumps(json.loads(schema), separators=(",", ":"), sort_keys=True)
-
-
-# ---- Avro schema resolution (reader can read writer's data) ----
-
-
-def _named(schema: Any, names: dict[str, Any], namespace: str = "") -> Any:
-    """Collect named types so references by name can be resolved."""
-    if isinstance(schema, dict) and schema.get("type") in ("record", "enum", "fixed", "error"):
-        name = schema["name"]
-        ns = schema.get("namespace", namespace)
-        full = name if "." in name or not ns else f"{ns}.{name}"
-        names[full] = schema
-        names.setdefault(name, schema)
-        for f in schema.get("fields", []):
-            _named(f["type"], names, ns)
-    elif isinstance(schema, dict) and schema.get("type") == "array":
-        _named(schema["items"], names, namespace)
-    elif isinstance(schema, dict) and schema.get("type") == "map":
-        _named(schema["values"], names, namespace)
-    elif isinstance(schema, list):
-        for branch in schema:
-            _named(branch, names, namespace)
-    return names
-
-
-def _resolve(schema: Any, names: dict[str, Any]) -> Any:
-    if isinstance(schema, str) and schema in names:
-        return names[schema]
-    if isinstance(schema, dict) and isinstance(schema.get("type"), (dict, list)):
-        return _resolve(schema["type"], names)
-    if isinstance(schema, dict) and schema.get("type") in names and schema.get("logicalType") is None:
-        return names[schema["type"]]
-    return schema
-
-
-def _kind(schema: Any) -> str:
-    if isinstance(schema, list):
-        return "union"
-    if isinstance(schema, dict):
-        return str(schema["type"])
-    return str(schema)
-
-
-def _can_read(reader: Any, writer: Any, rnames: dict[str, Any], wnames: dict[str, Any]) -> bool:
-    reader, writer = _resolve(reader, rnames), _resolve(writer, wnames)
-    rk, wk = _kind(reader), _kind(writer)
-    if wk == "union":
-        return all(_can_read(reader, branch, rnames, wnames) for branch in writer)
-    if rk == "union":
-        return any(_can_read(branch, writer, rnames, wnames) for branch in reader)
-    if rk != wk:
-        return rk in _PROMOTIONS.get(wk, set())
-    if rk == "record":
-        wfields = {f["name"]: f for f in writer.get("fields", [])}
-        for field in reader.get("fields", []):
-            wfield = wfields.get(field["name"])
-            if wfield is None:
-                if "default" not in field:
-                    return False
-            elif not _can_read(field["type"], wfield["type"], rnames, wnames):
-                return False
-        return True
-    if rk == "enum":
-        return set(writer["symbols"]) <= set(reader["symbols"]) or "default" in reader
-    if rk == "array":
-        return _can_read(reader["items"], writer["items"], rnames, wnames)
-    if rk == "map":
-        return _can_read(reader["values"], writer["values"], rnames, wnames)
-    if rk == "fixed":
-        return bool(reader["size"] == writer["size"])
-    return True
-
-
-def is_backward_compatible(new: str, old: str) -> bool:
-    """Whether consumers using ``new`` can read data written with ``old``."""
-    reader, writer = json.loads(new), json.loads(old)
-    return _can_read(reader, writer, _named(reader, {}), _named(writer, {}))
-
-
-def _compatible(level: str, new: str, versions: list[str]) -> bool:
-    if level == "NONE" or not versions:
-        return True
-    against = versions if level.endswith("_TRANSITIVE") else versions[-1:]
-    for old in against:
-        if level.startswith(("BACKWARD", "FULL")) and not is_backward_compatible(new, old):
-            return False
-        if level.startswith(("FORWARD", "FULL")) and not is_backward_compatible(old, new):
-            return False
-    return True
 
 
 # ---- state ----
@@ -223,7 +121,7 @@ def build_app(state: RegistryState) -> Starlette:
             versions = state.subjects.setdefault(subject, [])
             if existing is not None and existing in versions:
                 return _ok({"id": existing})
-            if not _compatible(state.level(subject), schema, [state.schemas[i] for i in versions]):
+            if not is_compatible(state.level(subject), schema, [state.schemas[i] for i in versions]):
                 return _error(
                     409,
                     409,
@@ -289,13 +187,13 @@ def build_app(state: RegistryState) -> Starlette:
         if subject not in state.subjects:
             return _error(404, 40401, f"Subject '{subject}' not found.")
         old = [state.schemas[i] for i in state.subjects[subject]]
-        return _ok({"is_compatible": _compatible(state.level(subject), schema, old)})
+        return _ok({"is_compatible": is_compatible(state.level(subject), schema, old)})
 
     async def config(request: Request) -> JSONResponse:
         subject = request.path_params.get("subject", "")
         if request.method == "PUT":
             level = json.loads(await request.body()).get("compatibility", "")
-            if level not in _LEVELS:
+            if level not in LEVELS:
                 return _error(422, 42203, f"Invalid compatibility level {level!r}")
             async with state.lock:
                 state.config[subject] = level

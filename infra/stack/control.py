@@ -33,9 +33,12 @@ from infra.stack.state import (
     now_iso,
 )
 from jetbridge.airlines import load_registry
+from jetbridge.contracts import apply_compatibility
 from jetbridge.errors import ConfigurationError
+from jetbridge.http import build_http_client
 from jetbridge.kafka import apply_topics, client_config
 from jetbridge.redis_client import ping, public_url
+from jetbridge.runtime import registry_client
 from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import declared_topics
 
@@ -261,13 +264,13 @@ async def up(
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     await _start_infra(settings, report)
     report.working("declaring topics")
-    outcome = await apply_topics(
-        client_config(settings),
-        declared_topics(load_registry(settings.airlines_file), settings.topic_partitions, settings.topic_prefix),
-        replication_factor=settings.replication_factor,
-    )
+    specs = declared_topics(load_registry(settings.airlines_file), settings.topic_partitions, settings.topic_prefix)
+    outcome = await apply_topics(client_config(settings), specs, replication_factor=settings.replication_factor)
+    # Each subject's compatibility level, as declared with its topic (jetbridge/topics.py), set in the registry.
+    async with build_http_client(timeout_s=10.0, max_connections=4) as http:
+        levels = await apply_compatibility(registry_client(settings, http), specs)
     created = sum(1 for o in outcome.values() if o == "created")
-    report.done(f"Topics           {len(outcome)} declared, {created} created")
+    report.done(f"Topics           {len(outcome)} declared, {created} created, {len(levels)} compatibility levels set")
     files = _files(settings)
     running = files.running_supervisor()
     # The plan outlives a supervisor that died (not a `down`): its scale is still what was asked for.
