@@ -18,6 +18,7 @@ __all__ = [
     "write_counts_chart",
     "write_counts_summary",
     "write_json",
+    "write_network_summary",
     "write_summary",
 ]
 
@@ -329,3 +330,99 @@ def write_cache_summary(path: Path, results: dict[str, Any]) -> None:
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _by_topic(jb: dict[str, Any]) -> str:
+    """Events and log bytes per search of each topic, the per-airline calls topics as one."""
+    events: dict[str, float] = {}
+    sizes: dict[str, float] = {}
+    for source, target in (
+        (jb["kafka_events_per_search_by_topic"], events),
+        (jb["kafka_bytes_per_search_by_topic"], sizes),
+    ):
+        for topic, value in source.items():
+            name = "calls topics" if ".airline." in topic and topic.endswith(".calls.v1") else topic
+            target[name] = target.get(name, 0.0) + value
+    return "; ".join(f"{t} {events[t]:.2f} events, {_fmt(sizes.get(t))} B" for t in sorted(events))
+
+
+def write_network_summary(path: Path, results: dict[str, Any]) -> None:
+    """The 50-airline run's report: whom route pruning asked on each route, then what a search cost."""
+    cfg, machine = results["config"], results["machine"]
+    kinds = ", ".join(f"{n} {kind}" for kind, n in results["kinds"].items())
+    total = results["registry_airlines"]
+    lines = [
+        f"# Jetbridge benchmark: {total} airlines with real route networks, {results['date']}",
+        "",
+        f"Machine: {machine['cpus']} cores, {machine['memory_gb']} GiB, {machine['platform']}, Python "
+        f"{machine['python']}. Everything on one machine.",
+        f"Registry: {total} real airlines (OpenFlights, the most non-stop routes through the 50 busiest airports), "
+        f"{results['registry_routes']} routes in all, connector kinds {kinds}, all simulated with fixed latencies "
+        f"({', '.join(map(str, sorted({a['latency_ms'] for a in results['airlines']})))} ms in turn, no jitter).",
+        f"Load: open-loop MCP `search_offers` at {results['rate']:g}/s over {cfg['sessions']} streamable-HTTP "
+        "sessions, naming no airlines, so route pruning decides whom to ask. Deadline "
+        f"{cfg['deadline_ms']} ms, warm-up {cfg['warmup_s']} s excluded, {cfg['hold_s']} s measured per route and "
+        "system, systems alternated.",
+        "",
+        "## Airlines asked per search",
+        "",
+        "| route | airlines in the registry | fly the route | JB calls/search | JB airlines/reply "
+        "| base airlines/reply | asked of all |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["by_route"]:
+        jb, base = row["jetbridge"], row["baseline"]
+        lines.append(
+            f"| {row['route']} | {row['registry_airlines']} | {row['airlines_serving']} "
+            f"| {_fmt(jb['calls'] if jb else None, 2)} | {_fmt(jb['airlines_per_reply'] if jb else None, 2)} "
+            f"| {_fmt(base['airlines_per_reply'] if base else None, 2)} "
+            f"| {row['airlines_serving'] / row['registry_airlines']:.0%} |"
+        )
+    lines += [
+        "",
+        "## Latency and cost per search",
+        "",
+        "| route | JB p50 / p95 / p99 (ms) | base p50 / p95 / p99 (ms) | JB CPU/search (ms) | base CPU/search (ms) "
+        "| JB Kafka events/search | JB Kafka bytes/search | JB errors | base errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["by_route"]:
+        jb, base = row["jetbridge"], row["baseline"]
+        lines.append(
+            f"| {row['route']} | {_triple(jb['latency_ms']) if jb else '-'} "
+            f"| {_triple(base['latency_ms']) if base else '-'} "
+            f"| {_fmt(jb['cpu_ms_per_search'] if jb else None, 1)} "
+            f"| {_fmt(base['cpu_ms_per_search'] if base else None, 1)} "
+            f"| {_fmt(jb['kafka_events_per_search'] if jb else None, 2)} "
+            f"| {_fmt(jb.get('kafka_bytes_per_search') if jb else None)} | {_errors(jb)} | {_errors(base)} |"
+        )
+    processes = list(results["peak_rss_mb"]["jetbridge"])
+    lines += [
+        "",
+        "## Jetbridge CPU per search by process (ms)",
+        "",
+        "| route | " + " | ".join(processes) + " | total |",
+        "|---|" + "---:|" * (len(processes) + 1),
+    ]
+    for row in results["by_route"]:
+        jb = row["jetbridge"]
+        if jb is not None:
+            by = jb["cpu_ms_per_search_by_process"]
+            cells = " | ".join(_fmt(by.get(p), 1) for p in processes)
+            lines.append(f"| {row['route']} | {cells} | {_fmt(jb['cpu_ms_per_search'], 1)} |")
+    lines += ["", "Kafka events and bytes per search by topic (Jetbridge; calls topics summed):", ""]
+    for row in results["by_route"]:
+        jb = row["jetbridge"]
+        if jb is not None:
+            lines.append(f"- {row['route']}: " + _by_topic(jb))
+    lines += ["", "Airlines asked on each route (route pruning):", ""]
+    lines += [f"- {row['route']}: {', '.join(row['airlines_serving_codes'])}" for row in results["by_route"]]
+    peak = results["peak_rss_mb"]
+    lines += [
+        "",
+        "Peak RSS per process over the run (MB): "
+        + ", ".join(f"{k} {v:.0f}" for group in ("jetbridge", "baseline", "shared") for k, v in peak[group].items()),
+        "",
+        "The registry is `airlines.toml` beside this file; every figure is in `results.json`.",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

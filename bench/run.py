@@ -15,6 +15,14 @@ afterwards (``bench/registry_switch.py``), then for each N both systems, alterna
 every search asking for exactly N airlines (the tool's ``airlines`` argument). Writes ``results.json``,
 ``airline-counts.png`` and ``summary.md`` into ``bench/results/<timestamp>/`` (and
 ``bench/results/latest-airline-counts/``).
+
+    jetbridge bench --airlines-50 [--rates 10]
+
+Fifty real airlines with their real route networks (``bench/route_networks.py``), the stack restarted with
+them as above, then both systems, alternated, at the first of the rates, on a hub pair, the transatlantic
+flagship and a thin route, every search naming no airlines, so route pruning decides whom to ask. Writes
+``results.json``, ``summary.md`` and ``airlines.toml`` into ``bench/results/<timestamp>/`` (and
+``bench/results/latest-airlines-50/``).
 """
 
 from __future__ import annotations
@@ -46,7 +54,16 @@ from bench.report import (
     write_counts_chart,
     write_counts_summary,
     write_json,
+    write_network_summary,
     write_summary,
+)
+from bench.route_networks import (
+    MEASURED_ROUTES,
+    NetworkAirline,
+    kinds_count,
+    network_fleet,
+    serving,
+    write_network_registry,
 )
 from bench.synthetic_airlines import ROUTE, SyntheticAirline, synthetic_fleet, write_registry
 from infra.stack.state import StackFiles
@@ -56,7 +73,7 @@ from jetbridge.kafka import client_config
 from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import TopicNames
 
-__all__ = ["BenchConfig", "run_airline_counts", "run_benchmark"]
+__all__ = ["BenchConfig", "kafka_log_bytes", "network_rows", "run_airline_counts", "run_benchmark", "run_network"]
 
 Say = Callable[[str], None]
 Writer = Callable[[Path, dict[str, Any]], None]
@@ -107,13 +124,15 @@ def with_token(settings: Settings, config: BenchConfig) -> BenchConfig:
     return replace(config, token=dev_token(settings, "jetbridge-bench", [OFFERS_READ], ttl_s=24 * 3600))
 
 
-def _arguments(deadline_ms: int, airlines: Sequence[str] | None = None) -> Callable[[int], dict[str, Any]]:
+def _arguments(
+    deadline_ms: int, airlines: Sequence[str] | None = None, route: tuple[str, str] = ("LHR", "JFK")
+) -> Callable[[int], dict[str, Any]]:
     today = datetime.now(UTC).date()
 
     def make(i: int) -> dict[str, Any]:
         arguments: dict[str, Any] = {
-            "origin": "LHR",
-            "destination": "JFK",
+            "origin": route[0],
+            "destination": route[1],
             "departure_date": (today + timedelta(days=7 + i % 60)).isoformat(),
             "adults": 1 + i % 2,
             "deadline_ms": deadline_ms,
@@ -523,7 +542,9 @@ async def _check_fleet(settings: Settings, codes: list[str], say: Say) -> None:
         if missing
     ]
     if problems:
-        raise ConfigurationError("the stack does not serve every synthetic airline: " + "; ".join(problems))
+        raise ConfigurationError(
+            "the stack does not serve every airline of the benchmark registry: " + "; ".join(problems)
+        )
     say(f"bench: {_airlines(len(codes))} simulated, each with its calls topic and a connector consumer placed")
 
 
@@ -589,6 +610,160 @@ async def _measure_counts(
             "shared": {"simulators": peak["simulators"], "load-generator": peak["load-generator"]},
         },
     }
+
+
+async def run_network(settings: Settings, config: BenchConfig, say: Say) -> Path:
+    """Fifty real airlines with their route networks, both systems at the first rate on the measured routes;
+    returns the results folder. Restarts the stack with them and brings back what ran before, whatever happens."""
+    config = with_token(settings, config)
+    fleet = network_fleet(latencies_ms=config.synthetic_latency_ms, host=settings.simulator_host)
+    registry = write_network_registry(
+        settings.home / "bench" / f"airlines-network-{len(fleet)}.toml",
+        fleet,
+        defaults_from=settings.airlines_file or DEFAULT_REGISTRY,
+    )
+    kinds = ", ".join(f"{n} {kind}" for kind, n in kinds_count(fleet).items())
+    say(
+        f"bench: {_airlines(len(fleet))} with their OpenFlights route networks ({kinds}), "
+        f"{sum(len(a.routes) for a in fleet)} routes: {registry}"
+    )
+    previous = await previous_stack(settings)
+    network_settings = settings.model_copy(update={"airlines_file": registry})
+    try:
+        await switch_registry(settings, registry, previous, say)
+        await _check_fleet(network_settings, [a.code for a in fleet], say)
+        results = await _measure_network(network_settings, config, fleet, say)
+    finally:
+        await restore(settings, previous, say)
+    results["registry_file"] = str(registry)
+    return _write(config.out_dir, results, _NETWORK_REPORTS, latest="latest-airlines-50")
+
+
+async def _measure_network(
+    settings: Settings, config: BenchConfig, fleet: list[NetworkAirline], say: Say
+) -> dict[str, Any]:
+    control_url = f"http://{settings.simulator_host}:{settings.simulator_control_port}"
+    baseline_url = f"http://127.0.0.1:{config.baseline_port}/mcp"
+    prefixes = _kafka_prefixes(settings)
+    rate = config.rates[0]
+    async with _baseline_running(settings, config.baseline_port, control_url) as baseline_pid:
+        await _configure_simulators(control_url, {a.code: a.latency_ms for a in fleet})
+        jetbridge_processes = _jetbridge_processes(settings)
+        pids = _metered(settings, jetbridge_processes, baseline_pid)
+        meter = ProcessMeter(pids)
+        meter.start()
+        started = time.monotonic()
+        runs: list[dict[str, Any]] = []
+        warm = _arguments(config.deadline_ms, route=MEASURED_ROUTES[0])
+        await _warm_up(settings.bridge_url, baseline_url, rate, config, say, warm)
+        await _settle(meter, tuple(pids))
+        for route in MEASURED_ROUTES:
+            flying = serving(fleet, route)
+            for system, url, own in (
+                ("jetbridge", settings.bridge_url, jetbridge_processes),
+                ("baseline", baseline_url, ("direct-baseline",)),
+            ):
+                name = "-".join(route)
+                say(f"bench: {name} ({len(flying)} of {len(fleet)} airlines fly it), {system} at {rate:g}/s")
+                arguments = _arguments(config.deadline_ms, route=route)
+                bytes_before = kafka_log_bytes(settings, prefixes)
+                row = await _run_one(settings, prefixes, url, system, rate, config, meter, own, arguments)
+                searches = round((config.warmup_s + config.hold_s) * rate)
+                row["kafka_bytes_per_request"] = _events(bytes_before, kafka_log_bytes(settings, prefixes), searches)
+                row |= {"route": name, "airlines_serving": flying}
+                runs.append(row)
+                say(_figures(row, "ms/search") + f", {row['kafka_events_per_request']['total']:g} Kafka events/search")
+        await meter.stop()
+        peak = meter.peak_rss_mb()
+    return {
+        "mode": "airlines_50",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "config": {k: v for k, v in asdict(config).items() if k not in ("out_dir", "soak_s", "soak_rate")},
+        "duration_s": round(time.monotonic() - started, 1),
+        "rate": rate,
+        "registry_airlines": len(fleet),
+        "registry_routes": sum(len(a.routes) for a in fleet),
+        "kinds": dict(kinds_count(fleet)),
+        "airlines": [
+            {"code": a.code, "name": a.name, "kind": a.kind, "mapping": a.mapping, "latency_ms": a.latency_ms}
+            | {"routes": len(a.routes)}
+            for a in fleet
+        ],
+        "runs": runs,
+        "by_route": network_rows(runs, len(fleet)),
+        "peak_rss_mb": {
+            "jetbridge": {k: peak[k] for k in jetbridge_processes},
+            "baseline": {"direct-baseline": peak["direct-baseline"]},
+            "shared": {"simulators": peak["simulators"], "load-generator": peak["load-generator"]},
+        },
+    }
+
+
+def kafka_log_bytes(settings: Settings, prefixes: tuple[str, ...]) -> dict[str, int]:
+    """Bytes in the local broker's log segments per topic starting with one of ``prefixes``: what the broker
+    wrote, batch headers and compression included (empty when Kafka is not this machine's)."""
+    if not (settings.run_dir / "kafka.pid").exists():
+        return {}
+    try:
+        properties = (settings.home / "kafka" / "server.properties").read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    dirs = next((line.split("=", 1)[1] for line in properties.splitlines() if line.startswith("log.dirs=")), "")
+    sizes: dict[str, int] = {}
+    for log_dir in filter(None, dirs.split(",")):
+        for partition in Path(log_dir.strip()).glob("*-*"):
+            topic = partition.name.rsplit("-", 1)[0]
+            if topic.startswith(prefixes):
+                with contextlib.suppress(OSError):  # a segment deleted while summed
+                    sizes[topic] = sizes.get(topic, 0) + sum(f.stat().st_size for f in partition.glob("*.log"))
+    return sizes
+
+
+def _mean_airlines(per_reply: dict[str, int]) -> float | None:
+    replies = sum(per_reply.values())
+    return round(sum(int(k) * v for k, v in per_reply.items()) / replies, 2) if replies else None
+
+
+def network_rows(runs: list[dict[str, Any]], registry_airlines: int) -> list[dict[str, Any]]:
+    """One row per measured route: whom pruning asked out of the whole registry, and each system's figures."""
+    rows: list[dict[str, Any]] = []
+    for route in dict.fromkeys(r["route"] for r in runs):
+        mine = {r["system"]: r for r in runs if r["route"] == route}
+        serving_codes = next(iter(mine.values()))["airlines_serving"]
+        row: dict[str, Any] = {
+            "route": route,
+            "registry_airlines": registry_airlines,
+            "airlines_serving": len(serving_codes),
+            "airlines_serving_codes": serving_codes,
+        }
+        for system in ("jetbridge", "baseline"):
+            run = mine.get(system)
+            if run is None:
+                row[system] = None
+                continue
+            events = run["kafka_events_per_request"]
+            row[system] = {
+                "airlines_per_reply": _mean_airlines(run["airlines_per_reply"]),
+                "cpu_ms_per_search": round(run["cpu_s_per_request"]["total"] * 1000, 2),
+                "cpu_ms_per_search_by_process": {
+                    k: round(v * 1000, 2) for k, v in run["cpu_s_per_request"].items() if k != "total"
+                },
+                "kafka_events_per_search": events.get("total", 0.0),
+                "kafka_events_per_search_by_topic": {t: v for t, v in events.items() if t != "total"},
+                "kafka_bytes_per_search": run.get("kafka_bytes_per_request", {}).get("total"),
+                "kafka_bytes_per_search_by_topic": {
+                    t: v for t, v in run.get("kafka_bytes_per_request", {}).items() if t != "total"
+                },
+                **_calls_and_responses(events),
+                "latency_ms": {q: run["latency_ms"][q] for q in ("p50", "p95", "p99")},
+                "requests": run["requests"],
+                "errors": run["errors"],
+                "error_rate": run["error_rate"],
+                "airline_statuses": run["airline_statuses"],
+            }
+        rows.append(row)
+    return rows
 
 
 def _calls_and_responses(events: dict[str, float]) -> dict[str, float]:
@@ -733,5 +908,10 @@ _COUNTS_REPORTS: dict[str, Writer] = {
     "results.json": write_json,
     "airline-counts.png": write_counts_chart,
     "summary.md": write_counts_summary,
+    "airlines.toml": _copy_registry,
+}
+_NETWORK_REPORTS: dict[str, Writer] = {
+    "results.json": write_json,
+    "summary.md": write_network_summary,
     "airlines.toml": _copy_registry,
 }

@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -25,7 +25,15 @@ from jetbridge.airlines import AirlineRegistry, load_registry
 from jetbridge.errors import ConfigurationError
 from jetbridge.reference import routes_by_airline
 
-__all__ = ["MAX_AIRLINES", "ROUTE", "SyntheticAirline", "synthetic_fleet", "write_registry"]
+__all__ = [
+    "MAX_AIRLINES",
+    "ROUTE",
+    "FleetAirline",
+    "SyntheticAirline",
+    "free_ports",
+    "synthetic_fleet",
+    "write_registry",
+]
 
 ROUTE = ("LHR", "JFK")
 # One uvicorn server, one calls topic and one consumer per airline, on the one machine: keep it sane.
@@ -34,6 +42,23 @@ _KINDS = ("ndc", "rest", "mcp")
 _REST_MAPPINGS = ("virgin_atlantic", "delta")
 # X, Y and Z first letters: recognisably made up, and none of the five simulated airlines.
 _FIRST_LETTERS = "XYZ"
+
+
+class FleetAirline(Protocol):
+    """What a registry entry of a benchmark fleet is written from."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def mapping(self) -> str | None: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def routes(self) -> frozenset[tuple[str, str]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +74,10 @@ class SyntheticAirline:
         dialect = f"/{self.mapping}" if self.kind == "rest" else ""
         return f"Synthetic {self.code} ({self.kind}{dialect})"
 
+    @property
+    def routes(self) -> frozenset[tuple[str, str]]:
+        return frozenset({ROUTE})
+
 
 def _codes(count: int, taken: Iterable[str]) -> list[str]:
     reserved = set(taken) | set(routes_by_airline())
@@ -58,7 +87,7 @@ def _codes(count: int, taken: Iterable[str]) -> list[str]:
     return free[:count]
 
 
-def _free_ports(count: int, host: str) -> list[int]:
+def free_ports(count: int, host: str) -> list[int]:
     """Ports the OS says are free now (all held open together, so they differ)."""
     sockets: list[socket.socket] = []
     try:
@@ -81,7 +110,7 @@ def synthetic_fleet(
     if not latencies_ms:
         raise ConfigurationError("synthetic airlines need at least one latency")
     fleet: list[SyntheticAirline] = []
-    for i, (code, port) in enumerate(zip(_codes(count, taken), _free_ports(count, host), strict=True)):
+    for i, (code, port) in enumerate(zip(_codes(count, taken), free_ports(count, host), strict=True)):
         kind = _KINDS[i % len(_KINDS)]
         mapping = {"ndc": None, "rest": _REST_MAPPINGS[i // len(_KINDS) % 2], "mcp": "finnair"}[kind]
         path = "/mcp" if kind == "mcp" else ""
@@ -112,7 +141,7 @@ def _toml_tables(prefix: str, table: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _pin_mcp_airlines(pins_file: Path, fleet: Sequence[SyntheticAirline], real: AirlineRegistry) -> None:
+def _pin_mcp_airlines(pins_file: Path, fleet: Sequence[FleetAirline], real: AirlineRegistry) -> None:
     """Pin each synthetic MCP airline to the tools already approved for the real airline its simulator
     stands in for (same mapping, same simulated server): otherwise every one would be quarantined."""
     book = PinBook(pins_file)
@@ -131,8 +160,11 @@ def _pin_mcp_airlines(pins_file: Path, fleet: Sequence[SyntheticAirline], real: 
         book.approve(airline.code, list(pin.tools), endpoint=airline.endpoint)
 
 
-def write_registry(path: Path, fleet: Sequence[SyntheticAirline], *, defaults_from: Path) -> Path:
-    """Write the fleet as an airline registry with ``defaults_from``'s ``[defaults]``; checks it reads back."""
+def write_registry(
+    path: Path, fleet: Sequence[FleetAirline], *, defaults_from: Path, header: str | None = None
+) -> Path:
+    """Write the fleet as an airline registry with ``defaults_from``'s ``[defaults]``, each airline flying its
+    ``routes`` and nothing else; checks it reads back."""
     try:
         defaults = tomllib.loads(defaults_from.read_text(encoding="utf-8")).get("defaults", {})
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -142,7 +174,8 @@ def write_registry(path: Path, fleet: Sequence[SyntheticAirline], *, defaults_fr
     # Every synthetic airline is a simulator on this machine: its host is listed, or the registry refuses it.
     hosts = sorted({httpx.URL(airline.endpoint).host for airline in fleet})
     lines = [
-        f"# Written by `jetbridge bench --airline-counts`: {len(fleet)} synthetic airlines, all flying {route}.",
+        header
+        or f"# Written by `jetbridge bench --airline-counts`: {len(fleet)} synthetic airlines, all flying {route}.",
         f"# [defaults] copied from {defaults_from}. Format: connectors/airlines.toml.",
         "",
         f"mcp_pins = {_toml_value(pins_file.name)}",
@@ -159,14 +192,16 @@ def write_registry(path: Path, fleet: Sequence[SyntheticAirline], *, defaults_fr
         }
         if airline.mapping is not None:
             entry["mapping"] = airline.mapping
-        # Not the OpenFlights routes: the benchmark's route is all they fly.
-        entry |= {"routes": "none", "extra_routes": [route], "timeout_ms": 2500, "concurrency": 16}
+        # Not the shipped OpenFlights subset: the fleet's own routes are all they fly.
+        extra = [f"{origin}-{destination}" for origin, destination in sorted(airline.routes)]
+        entry |= {"routes": "none", "extra_routes": extra, "timeout_ms": 2500, "concurrency": 16}
         lines += _toml_tables(f"airlines.{airline.code}", entry)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")
     _pin_mcp_airlines(pins_file, fleet, load_registry(defaults_from))
     registry = load_registry(path)
-    wrong = [a.code for a in registry if a.routes != frozenset({ROUTE})]
+    written = {airline.code: airline.routes for airline in fleet}
+    wrong = [a.code for a in registry if a.routes != written.get(a.code)]
     if len(registry) != len(fleet) or wrong:
         raise ConfigurationError(f"synthetic registry {path} does not read back as written (routes of {wrong})")
     return path

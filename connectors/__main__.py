@@ -8,6 +8,7 @@ from connectors.service import run_connectors
 from jetbridge.log import configure_logging
 from jetbridge.runtime import run
 from jetbridge.settings import get_settings
+from jetbridge.tracing import configure_from_settings
 
 
 def main() -> None:
@@ -16,6 +17,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, process="connectors")
+    configure_from_settings(settings, "connectors")
     run(run_connectors(settings, args.airline))
 
 

@@ -30,6 +30,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from connectors.breaker import CircuitBreaker, Outcome, Permit, Snapshot
 from connectors.throttle import TokenBucket
+from jetbridge import tracing
 from jetbridge.airlines import Airline, RetryPolicy
 from jetbridge.errors import (
     AirlineError,
@@ -169,30 +170,34 @@ class AirlineGuard:
         first_failed: datetime | None = None
         token = prepaid
 
-        def stop(error: JetbridgeError) -> CallOutcome[T]:
+        def stop(error: JetbridgeError, reason: str) -> CallOutcome[T]:
+            # The decision that ended the call, on the airline call's span (jetbridge/tracing.py).
+            tracing.event("call stopped", reason=reason, attempts=attempts, **{"error.type": error.code})
             return CallOutcome(None, error, attempts, first_failed)
 
         try:
             while True:
                 if attempts:
                     if not self.breaker.allows():
-                        return stop(last or self._circuit_open())  # our failures opened it: no point waiting
+                        # our failures opened it: no point waiting
+                        return stop(last or self._circuit_open(), "circuit_open")
                     wait = self._wait_before_retry(policy, attempts, last)
                     if clock.monotonic() + wait + floor > budget_end:
-                        return stop(self._past_budget(last, wait))
+                        return stop(self._past_budget(last, wait), "past_deadline")
+                    tracing.event("retry", attempt=attempts + 1, wait_s=round(wait, 3))
                     await clock.sleep(wait)
                     AIRLINE_RETRIES.labels(self.airline.code).inc()
                 if budget_end - clock.monotonic() < floor:
-                    return stop(last or _no_time(budget_end - clock.monotonic()))
+                    return stop(last or _no_time(budget_end - clock.monotonic()), "past_deadline")
                 if not self.breaker.allows():
-                    return stop(last or self._circuit_open())
+                    return stop(last or self._circuit_open(), "circuit_open")
                 if not token and not await self._take_token(budget_end - floor):
-                    return stop(last or self._no_token())
+                    return stop(last or self._no_token(), "rate_limited")
                 token = False
                 permit = self.breaker.permit()
                 if permit is None:
                     self.bucket.refund()
-                    return stop(last or self._circuit_open())
+                    return stop(last or self._circuit_open(), "circuit_open")
                 attempts += 1
                 try:
                     result, error = await self._attempt(attempt, permit, budget_end)
@@ -202,8 +207,11 @@ class AirlineGuard:
                 if error is None:
                     return CallOutcome(result, None, attempts, first_failed)
                 first_failed = first_failed or now_utc()
-                if not policy.retries(error) or attempts >= policy.max_attempts:
-                    return stop(error)
+                tracing.event("attempt failed", attempt=attempts, **{"error.type": error.code})
+                if not policy.retries(error):
+                    return stop(error, "not_retriable")
+                if attempts >= policy.max_attempts:
+                    return stop(error, "attempts_exhausted")
                 last = error
         finally:
             if token:

@@ -53,6 +53,7 @@ from connectors.call_cache import Answer, CallCache, FlightCache
 from connectors.egress import EndpointGate
 from connectors.pins import pin_check_of, quarantine_refusal
 from connectors.resilience import AirlineGuard, CallOutcome, Clock
+from jetbridge import tracing
 from jetbridge.airlines import Airline
 from jetbridge.dlq import Backoff, DeadLetterChannel, DeadLetterSend, DlqHeaders, belongs_in_dlq, dead_letter
 from jetbridge.errors import (
@@ -66,7 +67,7 @@ from jetbridge.errors import (
     RateLimited,
 )
 from jetbridge.health_board import HealthBoard
-from jetbridge.kafka import HEADER_DEADLINE_MS, AsyncConsumer, AsyncProducer, decode_headers
+from jetbridge.kafka import HEADER_DEADLINE_MS, HEADER_TRACEPARENT, AsyncConsumer, AsyncProducer, decode_headers
 from jetbridge.log import get_logger
 from jetbridge.metrics import (
     AIRLINE_CALL_SECONDS,
@@ -551,10 +552,32 @@ class ConnectorWorker:
         partition, offset = int(message.partition() or 0), int(message.offset() or 0)
         headers = decode_headers(message.headers())
         try:
-            with structlog.contextvars.bound_contextvars(
-                airline=self.airline.code,
-                request_id=headers.get("request_id"),
-                correlation_id=headers.get("correlation_id"),
+            with (
+                structlog.contextvars.bound_contextvars(
+                    airline=self.airline.code,
+                    request_id=headers.get("request_id"),
+                    correlation_id=headers.get("correlation_id"),
+                ),
+                # One span per airline call, child of the router's (the call's traceparent); retries and
+                # breaker decisions are its events (connectors/resilience.py).
+                tracing.span(
+                    f"process {self.calls_topic}",
+                    parent=headers.get(HEADER_TRACEPARENT),
+                    kind=tracing.SpanKind.CONSUMER,
+                    attributes=tracing.messaging(
+                        self.calls_topic,
+                        "process",
+                        headers.get("request_id", ""),
+                        {
+                            "messaging.consumer.group.name": self.group_id,
+                            "messaging.destination.partition.id": str(partition),
+                            "messaging.kafka.offset": offset,
+                            tracing.REQUEST_ID: headers.get("request_id", ""),
+                            "jetbridge.stage": "connector",
+                            "jetbridge.airline": self.airline.code,
+                        },
+                    ),
+                ),
             ):
                 failure: _Failure | None
                 try:
@@ -642,6 +665,15 @@ class ConnectorWorker:
         elapsed = time.monotonic() - started
         self._measure(answer, elapsed)
         error = answer.error
+        tracing.annotate(
+            {
+                "jetbridge.response.status": _status(answer).value,
+                "jetbridge.response.source": answer.source.value,
+                "jetbridge.offers": len(answer.offers),
+                "jetbridge.attempts": answer.attempts,
+            },
+            error_code=error.code if error else None,
+        )
         log.info(
             "airline answered",
             status=_status(answer).value,

@@ -497,7 +497,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _bench(settings: Settings, args: argparse.Namespace) -> int:
-    from bench.run import BenchConfig, run_airline_counts, run_benchmark
+    from bench.run import BenchConfig, run_airline_counts, run_benchmark, run_network
 
     config = BenchConfig(
         rates=[float(r) for r in args.rates.split(",")],
@@ -520,6 +520,9 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
 
         folder = await run_cache_mix(settings, config, _say)
         print(f"\nresults: {folder}/results.json, summary.md\n")
+    elif args.airlines_50:
+        folder = await run_network(settings, config, _say)
+        print(f"\nresults: {folder}/results.json, summary.md, airlines.toml\n")
     elif args.airline_counts:
         folder = await run_airline_counts(settings, config, _say)
         print(f"\nresults: {folder}/results.json, airline-counts.png, summary.md, airlines.toml\n")
@@ -558,6 +561,16 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> int:
     from jetbridge.audit_ops import run
 
     return await run(settings, args)
+
+
+async def _trace(settings: Settings, args: argparse.Namespace) -> int:
+    from jetbridge.trace_view import TraceNotFound, show
+
+    try:
+        return show(args.request_id, args.dir or settings.traces_dir, _console())
+    except TraceNotFound as exc:
+        print(f"jetbridge trace: {exc}", file=sys.stderr)
+        return 1
 
 
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
@@ -688,6 +701,12 @@ def main(argv: list[str] | None = None) -> int:
         "--airline-counts-rate", type=float, default=10.0, help="offered searches/s with --airline-counts"
     )
     p_bench.add_argument(
+        "--airlines-50",
+        action="store_true",
+        help="instead of the rates: 50 real airlines with their OpenFlights route networks, searches on a hub "
+        "pair, LHR-JFK and a thin route at the first of --rates (restarts the stack with them, then brings it back)",
+    )
+    p_bench.add_argument(
         "--cache-mix",
         type=float,
         metavar="SHARE",
@@ -710,11 +729,20 @@ def main(argv: list[str] | None = None) -> int:
     from mcp_bridge.key_ops import add_arguments as add_keys_arguments
 
     add_keys_arguments(sub.add_parser("keys", help="API keys of machine clients: create, list, revoke"))
+    from jetbridge.trace_view import add_arguments as add_trace_arguments
+
+    add_trace_arguments(sub.add_parser("trace", help="one search's spans across every hop, as a timeline tree"))
     p_token = sub.add_parser("token", help="mint a bearer token for the bridge with the development issuer's key")
     p_token.add_argument("--client", required=True, help="the client id the token names (its client_id and sub)")
     p_token.add_argument("--scopes", default="offers:read", help='space-separated (default "offers:read")')
     p_token.add_argument("--ttl", type=int, default=3600, choices=range(1, 86401), metavar="SECONDS")
     args = parser.parse_args(argv)
+    if (
+        args.command == "bench"
+        and args.airlines_50
+        and (args.airline_counts or args.soak or args.cache_mix is not None)
+    ):
+        p_bench.error("--airlines-50 is a scenario of its own: not with --airline-counts, --soak or --cache-mix")
     if args.command == "bench" and args.airline_counts and args.soak:
         p_bench.error("--soak runs with the rates, not with --airline-counts")
     if args.command == "bench" and args.cache_mix is not None:
@@ -740,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         "airlines": _airlines,
         "token": _token,
         "keys": _keys,
+        "trace": _trace,
     }
     try:
         return asyncio.run(handlers[args.command](settings, args))

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     home: Path = Field(default=REPO_ROOT / ".jetbridge", validation_alias="JB_HOME")
     log_format: str = Field(default="auto", validation_alias="JB_LOG_FORMAT")  # auto | json | console
     log_level: str = Field(default="INFO", validation_alias="JB_LOG_LEVEL")
+    # Spans of every hop (jetbridge/tracing.py; README "Tracing"): auto is otlp when OTEL_EXPORTER_OTLP_ENDPOINT
+    # is set, else file (JSON lines under $JB_HOME/traces/, what `jetbridge trace` reads).
+    tracing: Literal["auto", "off", "file", "console", "otlp"] = Field(default="auto", validation_alias="JB_TRACING")
+    otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     bridge_host: str = Field(default="127.0.0.1", validation_alias="JB_BRIDGE_HOST")
     bridge_port: int = Field(default=8080, validation_alias="JB_BRIDGE_PORT")
@@ -174,6 +178,17 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def traces_dir(self) -> Path:
+        return self.home / "traces"
+
+    @property
+    def tracing_mode(self) -> Literal["off", "file", "console", "otlp"]:
+        """``JB_TRACING`` with ``auto`` decided: OTLP when an endpoint is set, else the local span files."""
+        if self.tracing != "auto":
+            return self.tracing
+        return "otlp" if self.otlp_endpoint else "file"
 
     @property
     def bridge_url(self) -> str:

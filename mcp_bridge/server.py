@@ -40,6 +40,7 @@ from jetbridge.redis_client import open_redis
 from jetbridge.runtime import Runtime, kafka_config, open_runtime, run
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames
+from jetbridge.tracing import configure_from_settings
 from mcp_bridge.airline_health import AirlineHealthView, CircuitView
 from mcp_bridge.allowances import SharedLedger
 from mcp_bridge.auth import TOOL_SCOPES, BridgeAuth, ScopedToolList, ScopeGate, open_auth
@@ -496,4 +497,5 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, process="bridge")
+    configure_from_settings(settings, "bridge")
     run(serve(settings))

@@ -20,8 +20,9 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, Field
 
+from jetbridge import tracing
 from jetbridge.errors import AirlineQuarantined, BackboneUnavailable, InvalidInput, JetbridgeError, OverLimit
-from jetbridge.kafka import event_headers, new_traceparent
+from jetbridge.kafka import event_headers
 from jetbridge.log import get_logger
 from jetbridge.metrics import SEARCH_SECONDS, SEARCHES
 from jetbridge.runtime import Runtime
@@ -355,7 +356,21 @@ class SearchService:
         settings = self._rt.settings
         request_id = str(uuid.uuid4())
         correlation_id = request_id
-        with structlog.contextvars.bound_contextvars(request_id=request_id, correlation_id=correlation_id):
+        with (
+            structlog.contextvars.bound_contextvars(request_id=request_id, correlation_id=correlation_id),
+            # The trace's root: the traceparent on the request is this span's (OTel MCP conventions).
+            tracing.span(
+                f"tools/call {TOOL}",
+                kind=tracing.SpanKind.SERVER,
+                attributes={
+                    "mcp.method.name": "tools/call",
+                    "gen_ai.tool.name": TOOL,
+                    "gen_ai.operation.name": "execute_tool",
+                    tracing.REQUEST_ID: request_id,
+                    "jetbridge.client.id": client_id,
+                },
+            ) as tool_span,
+        ):
             created = now_utc()
             # A tool call may let the backbone work longer than the agent waits (a task following late airlines).
             observer = current_observer()
@@ -393,7 +408,7 @@ class SearchService:
                                 correlation_id=correlation_id,
                                 client_id=client_id,
                                 deadline_ms=deadline_ms,
-                                traceparent=new_traceparent(),
+                                traceparent=tracing.traceparent_of(tool_span),
                             ),
                         ),
                         max(0.0, give_up - loop.time()),
@@ -425,6 +440,9 @@ class SearchService:
             self.backbone.ok()
             elapsed_ms = int((asyncio.get_running_loop().time() - started) * 1000)
             log.info("search answered", status=reply.status.value, offers=len(reply.offers), elapsed_ms=elapsed_ms)
+            tool_span.set_attributes(
+                {"jetbridge.reply.status": reply.status.value, "jetbridge.offers": len(reply.offers)}
+            )
             _measure(reply.status.value.lower(), started)
             self._audit(client_id, request_id, correlation_id, reply.status.value.lower(), None, started, digest)
             return result_of(reply, elapsed_ms, self._fresh_s)

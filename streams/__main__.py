@@ -14,6 +14,7 @@ from jetbridge.kafka import client_config
 from jetbridge.log import configure_logging, get_logger
 from jetbridge.settings import Settings, get_settings
 from jetbridge.topics import TopicNames
+from jetbridge.tracing import configure_from_settings
 
 log = get_logger("streams")
 
@@ -61,6 +62,7 @@ def wait_for_inputs(settings: Settings, timeout_s: float = 60.0) -> None:
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, process="streams")
+    configure_from_settings(settings, "streams")
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level of its datadir
     wait_for_inputs(settings)
     # uvloop before faust creates its loop (faust's own --loop option comes too late: the app module,

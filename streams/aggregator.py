@@ -21,7 +21,9 @@ from typing import Any
 
 import structlog
 
+from jetbridge import tracing
 from jetbridge.errors import RequestExpired
+from jetbridge.kafka import HEADER_TRACEPARENT
 from jetbridge.log import get_logger
 from jetbridge.metrics import OPEN_JOINS, REPLIES
 from schemas.models import AggregatorControl, AirlineResponse, SearchReply, now_utc
@@ -152,21 +154,46 @@ class Aggregator:
         request_id = join.state.request_id
         reply = join.state.reply(now)
         join.completing = True
+        # The join's span: from its first event to the reply's acknowledgement; the reply carries its traceparent.
+        span = tracing.start_span(
+            "aggregate",
+            parent=join.headers.get(HEADER_TRACEPARENT),
+            start_ns=int(join.state.first_seen.timestamp() * 1e9),
+            attributes={
+                tracing.REQUEST_ID: request_id,
+                "jetbridge.stage": "aggregator",
+                "jetbridge.reply.status": reply.status.value,
+                "jetbridge.offers": len(reply.offers),
+                "jetbridge.airlines.answered": sorted(join.state.responses),
+            },
+        )
+        headers = join.headers | {
+            HEADER_TRACEPARENT: tracing.traceparent_of(span, join.headers.get(HEADER_TRACEPARENT))
+        }
         try:
-            delivery = await self._send_reply(reply, join.headers)
+            delivery = await self._send_reply(reply, headers)
         except Exception as exc:  # noqa: BLE001 - the join stays open; the timer tries again
             log.warning("reply not sent; will retry", request_id=request_id, error=repr(exc))
+            tracing.end_span(span, exc)
             join.completing = False
             return False
         self._completing += 1
-        delivery.add_done_callback(lambda done: self._replied(join, reply, now, done))
+        delivery.add_done_callback(lambda done: self._replied(join, reply, now, done, span))
         return True
 
-    def _replied(self, join: OpenJoin, reply: SearchReply, now: datetime, delivery: asyncio.Future[Any]) -> None:
+    def _replied(
+        self,
+        join: OpenJoin,
+        reply: SearchReply,
+        now: datetime,
+        delivery: asyncio.Future[Any],
+        span: tracing.Span,
+    ) -> None:
         """The broker answered for a reply: on success the join is done, else the timer sends it again."""
         self._completing -= 1
         request_id = join.state.request_id
         error = delivery.exception() if not delivery.cancelled() else asyncio.CancelledError()
+        tracing.end_span(span, error)
         with structlog.contextvars.bound_contextvars(request_id=request_id, correlation_id=reply.correlation_id):
             if error is not None:
                 log.warning("reply not acknowledged; will retry", error=repr(error))

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from jetbridge import tracing
 from jetbridge.airlines import Airline, AirlineRegistry
-from jetbridge.kafka import HEADER_TRACEPARENT, event_headers, new_traceparent
+from jetbridge.kafka import HEADER_TRACEPARENT, event_headers
 from jetbridge.log import get_logger
 from jetbridge.metrics import CACHE_CALLS_SAVED, CACHE_LOOKUPS, CACHE_STALE_SERVES, REQUESTS_ROUTED
 from jetbridge.offer_cache import CachedAnswer
@@ -188,6 +189,35 @@ class Router:
         """Decide who is called, answer what the cache can and queue the rest as calls; ``answered`` are airlines
         whose answer is already in (a request routed again after a crash: those are neither asked nor
         answered for twice)."""
+        # The router's span is the parent of each airline call's (its traceparent goes on the calls).
+        with tracing.span(
+            f"process {self._ctx.names.requests}",
+            parent=headers.get(HEADER_TRACEPARENT),
+            kind=tracing.SpanKind.CONSUMER,
+            attributes=tracing.messaging(
+                self._ctx.names.requests,
+                "process",
+                request.request_id,
+                {tracing.REQUEST_ID: request.request_id, "jetbridge.stage": "router"},
+            ),
+        ) as span:
+            routed = await self._route(codec, request, headers, answered, span)
+            span.set_attributes(
+                {
+                    "jetbridge.airlines.called": list(routed.plan.expected_airlines),
+                    "jetbridge.airlines.skipped": sorted(routed.plan.skipped),
+                }
+            )
+            return routed
+
+    async def _route(
+        self,
+        codec: AvroCodec,
+        request: SearchRequest,
+        headers: dict[str, str],
+        answered: Collection[str],
+        span: tracing.Span,
+    ) -> Routed:
         ctx, names = self._ctx, self._ctx.names
         criteria = request.criteria
         chosen = route(
@@ -205,7 +235,7 @@ class Router:
             correlation_id=request.correlation_id,
             client_id=request.client_id,
             deadline_ms=int(request.deadline.timestamp() * 1000),
-            traceparent=headers.get(HEADER_TRACEPARENT) or new_traceparent(),
+            traceparent=tracing.traceparent_of(span, headers.get(HEADER_TRACEPARENT)),
         )
         now = now_utc()
         envelope = {k: v.decode() for k, v in out}
