@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -498,16 +498,31 @@ async def run_airline_counts(settings: Settings, config: BenchConfig, say: Say) 
         f"bench: airline counts {', '.join(map(str, counts))} at {config.airline_counts_rate:g}/s: registry of "
         f"{_airlines(len(fleet))} (synthetic) flying {'-'.join(ROUTE)} (ndc, rest, mcp in turn): {registry}"
     )
+    results = await _on_registry(
+        settings, registry, [a.code for a in fleet], say, lambda on: _measure_counts(on, config, counts, fleet, say)
+    )
+    return _write(config.out_dir, results, _COUNTS_REPORTS, latest="latest-airline-counts")
+
+
+async def _on_registry(
+    settings: Settings,
+    registry: Path,
+    codes: list[str],
+    say: Say,
+    measure: Callable[[Settings], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Restart the stack on ``registry``, check it serves ``codes``, measure, and bring back what ran before
+    (whatever happens); the results name the registry file."""
     previous = await previous_stack(settings)
-    scale_settings = settings.model_copy(update={"airlines_file": registry})
+    on = settings.model_copy(update={"airlines_file": registry})
     try:
         await switch_registry(settings, registry, previous, say)
-        await _check_fleet(scale_settings, [a.code for a in fleet], say)
-        results = await _measure_counts(scale_settings, config, counts, fleet, say)
+        await _check_fleet(on, codes, say)
+        results = await measure(on)
     finally:
         await restore(settings, previous, say)
     results["registry_file"] = str(registry)
-    return _write(config.out_dir, results, _COUNTS_REPORTS, latest="latest-airline-counts")
+    return results
 
 
 def _airlines(n: int) -> str:
@@ -627,15 +642,9 @@ async def run_network(settings: Settings, config: BenchConfig, say: Say) -> Path
         f"bench: {_airlines(len(fleet))} with their OpenFlights route networks ({kinds}), "
         f"{sum(len(a.routes) for a in fleet)} routes: {registry}"
     )
-    previous = await previous_stack(settings)
-    network_settings = settings.model_copy(update={"airlines_file": registry})
-    try:
-        await switch_registry(settings, registry, previous, say)
-        await _check_fleet(network_settings, [a.code for a in fleet], say)
-        results = await _measure_network(network_settings, config, fleet, say)
-    finally:
-        await restore(settings, previous, say)
-    results["registry_file"] = str(registry)
+    results = await _on_registry(
+        settings, registry, [a.code for a in fleet], say, lambda on: _measure_network(on, config, fleet, say)
+    )
     return _write(config.out_dir, results, _NETWORK_REPORTS, latest="latest-airlines-50")
 
 

@@ -43,7 +43,8 @@ async def test_a_search_is_one_trace_from_the_tool_call_through_every_airline_to
 ) -> None:
     assert (await simulators.put("/airlines/DL", json={"fault": "http_500"})).status_code == 200
     before = await kafka.end_offsets(REQUESTS)
-    result, _ = await timed_search(stack, search_args())
+    # fresh: the airlines called live (an earlier test's identical search would be answered from the cache)
+    result, _ = await timed_search(stack, search_args(fresh=True))
     request_id = result["request_id"]
     messages = await kafka.read_since(
         REQUESTS, before, until_s=10, want=lambda found: any(m.key() == request_id.encode() for m in found)
