@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     log_format: str = Field(default="auto", validation_alias="JB_LOG_FORMAT")  # auto | json | console
     log_level: str = Field(default="INFO", validation_alias="JB_LOG_LEVEL")
     # Spans of every hop (jetbridge/tracing.py; README "Tracing"): auto is otlp when OTEL_EXPORTER_OTLP_ENDPOINT
-    # is set, else file (JSON lines under $JB_HOME/traces/, what `jetbridge trace` reads).
+    # is set, else off; file: JSON lines under $JB_HOME/traces/, what `jetbridge trace` reads.
     tracing: Literal["auto", "off", "file", "console", "otlp"] = Field(default="auto", validation_alias="JB_TRACING")
     otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
@@ -185,10 +185,10 @@ class Settings(BaseSettings):
 
     @property
     def tracing_mode(self) -> Literal["off", "file", "console", "otlp"]:
-        """``JB_TRACING`` with ``auto`` decided: OTLP when an endpoint is set, else the local span files."""
+        """``JB_TRACING`` with ``auto`` decided: OTLP when an endpoint is set, else none (``file`` is asked for)."""
         if self.tracing != "auto":
             return self.tracing
-        return "otlp" if self.otlp_endpoint else "file"
+        return "otlp" if self.otlp_endpoint else "off"
 
     @property
     def bridge_url(self) -> str:

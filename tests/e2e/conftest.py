@@ -120,6 +120,7 @@ def running_stack(
             KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
             SCHEMA_REGISTRY_URL=infra.registry_url,
             JB_LOG_FORMAT="json",
+            JB_TRACING="file",  # spans in $JB_HOME/traces/, for `jetbridge trace` (tests/e2e/test_trace.py)
             JB_AUTH_ISSUER=issuer_url,
             # Every bridge instance of the stack is one resource, whatever port it listens on.
             JB_AUTH_RESOURCE=bridge_url,

@@ -167,8 +167,9 @@ def test_otlp_sends_the_spans_to_the_collector_at_the_endpoint(tmp_path: Path) -
     assert not list(tmp_path.glob("*.jsonl")), "otlp writes no span file"
 
 
-def test_tracing_is_otlp_when_an_endpoint_is_set_and_local_files_otherwise() -> None:
-    assert Settings().tracing_mode == "file"
+def test_tracing_is_otlp_when_an_endpoint_is_set_and_off_otherwise() -> None:
+    assert Settings().tracing_mode == "off", "no exporter configured: no spans (JB_TRACING=file asks for files)"
+    assert Settings(JB_TRACING="file").tracing_mode == "file"
     assert Settings(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4318").tracing_mode == "otlp"
     assert Settings(JB_TRACING="off", OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4318").tracing_mode == "off"
 
