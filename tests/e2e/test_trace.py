@@ -68,8 +68,9 @@ async def test_a_search_is_one_trace_from_the_tool_call_through_every_airline_to
     # failures) the call stopped at once; either way the reason the call ended.
     events = [e["name"] for e in calls["DL"]["events"]]
     assert events[-1] == "call stopped", events
-    if "attempt failed" in events:
-        assert events[:2] == ["attempt failed", "retry"], events
+    # each failed attempt is an event, and a retry follows one only when the budget and the breaker allow it
+    assert set(events[:-1]) <= {"attempt failed", "retry"}, events
+    assert events[0] in ("attempt failed", "call stopped"), events
     assert calls["BA"]["status"] == "UNSET"
     assert calls["BA"]["attributes"][REQUEST_ID] == request_id
     [aggregate] = stage(spans, "aggregator")
