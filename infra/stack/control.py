@@ -21,6 +21,7 @@ from typing import Protocol
 
 from infra.stack.components import KINDS, InstanceSpec, StackPlan, plan
 from infra.stack.figures import Figures, figures
+from infra.stack.groups import unsettled_groups, wanted_groups
 from infra.stack.probes import health_detail, http_healthy, port_open, registry_answers
 from infra.stack.state import (
     InstanceState,
@@ -326,6 +327,8 @@ async def _wait_healthy(
     report.working(f"waiting for {len(names)} instances to be healthy")
     deadline = time.monotonic() + settings.up_timeout_s
     first_restarts: dict[str, int] = {}
+    groups = wanted_groups(settings, wanted.scale)
+    unsettled: list[str] = []
     while True:
         if not alive(supervisor):
             raise ConfigurationError(
@@ -337,7 +340,16 @@ async def _wait_healthy(
         rows = await _instance_rows(wanted.instances, state, supervised=True)
         report.instances(rows)
         if state is not None and [i.name for i in state.instances] == names and all(r.up for r in rows):
-            return
+            # Healthy is not yet serving: a worker that `--scale` removed keeps its partitions until its
+            # session expires (static membership), so the groups must have settled on the plan's scale too.
+            unsettled = await unsettled_groups(settings, groups)
+            if not unsettled:
+                report.done(f"Consumer groups  {len(groups)} stable at the plan's scale")
+                return
+            report.working(
+                f"waiting for {len(unsettled)} consumer groups to settle (a removed worker's partitions move when"
+                f" its {settings.group_session_timeout_ms / 1000:.0f} s session expires)"
+            )
         for inst in state.instances if state is not None else []:
             first = first_restarts.setdefault(inst.name, inst.restarts)
             if inst.restarts - first >= _CRASH_LOOP_RESTARTS:
@@ -349,7 +361,8 @@ async def _wait_healthy(
         if time.monotonic() > deadline:
             late = [r for r in rows if not r.up]
             detail = "\n".join(
-                f"{r.name} is {r.health}; last lines of its log:\n{_log_tail(settings, r.name)}" for r in late
+                [f"{r.name} is {r.health}; last lines of its log:\n{_log_tail(settings, r.name)}" for r in late]
+                + ([] if late else [f"consumer group {line}" for line in unsettled])
             )
             raise ConfigurationError(
                 f"not healthy after {settings.up_timeout_s:.0f} s (the supervisor keeps trying; "

@@ -49,6 +49,15 @@ async def _healthy(url: str) -> bool:
         return False
 
 
+async def _complete_search(stack: Stack) -> bool:
+    departure = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
+    # fresh: the airlines asked live, so every stage's partitions are used (not the offer cache)
+    arguments = {"origin": "LHR", "destination": "JFK", "departure_date": departure, "fresh": True}
+    result = await call_tool(stack, "search_offers", arguments | {"deadline_ms": 5000})
+    assert not result.is_error, result.content
+    return bool(result.structured_content["status"] == "complete")
+
+
 @pytest.mark.parametrize("name", ["streams-1", "connectors-1"])
 async def test_a_worker_killed_with_sigkill_is_restarted_and_healthy_again(running: Stack, name: str) -> None:
     # `up` returns once every health URL answers; the supervisor's own probe marks the instance running a
@@ -99,9 +108,14 @@ async def test_up_with_a_new_scale_applies_it_to_the_running_stack(running: Stac
         assert _status_row(status.stdout, name)[2] == "healthy", status.stdout
     assert _instance(running, "streams-2").health_url != _instance(running, "streams-1").health_url
     assert _instance(running, "bridge").pid == bridge.pid, "what did not change kept running"
+    assert await _complete_search(running), "once `up --scale` returned, the new workers serve"
 
     back = running.jetbridge("up", "--scale", "streams=1,connectors=1")
     assert back.returncode == 0, f"{back.stdout}\n{back.stderr}"
+    # Removed workers are static members: their partitions stay theirs until their sessions expire, so `up`
+    # returns only once the groups settled (on main it returned at once, and the next search went unanswered).
+    assert "stable at the plan's scale" in back.stdout, back.stdout
+    assert await _complete_search(running), "once `up --scale` returned, every partition is served again"
     status = running.jetbridge("status")
     assert status.returncode == 0, status.stdout
     names = {line.split()[0] for line in status.stdout.splitlines() if line.split()}
