@@ -105,7 +105,9 @@ def _label(node: SpanNode, origin_ns: int) -> str:
         + f"  +{_ms(node.start_ns - origin_ns)}  {_ms(node.end_ns - node.start_ns)}  {shown}"
         + f"  [dim]{escape(str(record.get('service', '')))}[/dim]"
     )
-    if node.orphan:
+    if node.orphan and str(record.get("name", "")).startswith("tools/call"):
+        text += "  [dim](child of the MCP client's span: its traceparent in the call's _meta)[/dim]"
+    elif node.orphan:
         text += "  [yellow](parent span not in the files)[/yellow]"
     return text
 
@@ -141,8 +143,8 @@ def show(request_id: str, traces_dir: Path, console: Console) -> int:
     """Print the request's trace; raises TraceNotFound saying what to do when there is none."""
     if not traces_dir.is_dir():
         raise TraceNotFound(
-            f"no span files in {traces_dir}: spans are written there when JB_TRACING is file (the default while "
-            "OTEL_EXPORTER_OTLP_ENDPOINT is unset); start the stack with that setting and run a search"
+            f"no span files in {traces_dir}: spans are written there when JB_TRACING is file; start the stack with "
+            "`JB_TRACING=file jetbridge up` and run a search"
         )
     spans = find_trace(read_spans(traces_dir), request_id)
     if not spans:

@@ -14,8 +14,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
 import httpx
 import pytest
+from mcp import Client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from connectors.resilience import AirlineGuard
@@ -27,7 +29,9 @@ from jetbridge.runtime import Runtime
 from jetbridge.settings import Settings
 from jetbridge.trace_view import build_trees, find_trace, read_spans
 from mcp_bridge.correlator import ReplyCorrelator
-from mcp_bridge.service import SearchService
+from mcp_bridge.server import build_server
+from mcp_bridge.service import SearchResult, SearchService
+from mcp_bridge.validation import SearchArguments
 from schemas.codec import AvroCodec
 from schemas.models import ReplyStatus, SearchReply, now_utc
 from streams.acks import InOrderAcks
@@ -36,7 +40,7 @@ from tests.support import factories as f
 from tests.support.router_context import TRACE, Context, route_recorded, router_codec
 from tests.unit.test_cache_bridge import Correlator, PassThroughCodec
 from tests.unit.test_retry_policy import FakeClock, ScriptedAirline, airline, unavailable
-from tests.unit.test_search_arguments import RULES, real_soon
+from tests.unit.test_search_arguments import RULES, RecordingBackend, real_soon
 
 TRACE_ID, PARENT_ID = TRACE.split("-")[1:3]
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-0[0-9a-f]$")
@@ -183,7 +187,8 @@ class HeadersProducer:
         self.headers.append(decode_headers(headers))
 
 
-async def test_the_bridges_tool_span_is_the_root_and_the_request_carries_its_traceparent(spans: Spans) -> None:
+def traced_service() -> tuple[SearchService, HeadersProducer]:
+    """The bridge's search service on a recording producer, answered at once by a correlator double."""
     now = now_utc()
     reply = SearchReply(
         request_id="-",
@@ -203,10 +208,19 @@ async def test_the_bridges_tool_span_is_the_root_and_the_request_carries_its_tra
         cast(AvroCodec, PassThroughCodec()),
         cast(AsyncProducer, producer),
     )
-    service = SearchService(runtime, cast(ReplyCorrelator, Correlator(reply)))
+    return SearchService(runtime, cast(ReplyCorrelator, Correlator(reply))), producer
+
+
+def request_headers_of(producer: HeadersProducer) -> dict[str, str]:
+    [headers] = [h for h in producer.headers if "traceparent" in h and h.get("deadline_ms", "0") != "0"]
+    return headers
+
+
+async def test_the_bridges_tool_span_is_the_root_and_the_request_carries_its_traceparent(spans: Spans) -> None:
+    service, producer = traced_service()
     await service.search({"origin": "LHR", "destination": "JFK", "departure_date": real_soon()}, client_id="c1")
     await service.drain()
-    [request_headers] = [h for h in producer.headers if "traceparent" in h and h.get("deadline_ms", "0") != "0"]
+    request_headers = request_headers_of(producer)
     [tool] = named(spans(), "tools/call")
     assert tool["name"] == "tools/call search_offers"
     assert (tool["kind"], tool["parent_id"], tool["status"]) == ("server", None, "UNSET")
@@ -216,6 +230,51 @@ async def test_the_bridges_tool_span_is_the_root_and_the_request_carries_its_tra
     assert attributes["gen_ai.tool.name"] == "search_offers"
     assert attributes[tracing.REQUEST_ID] == request_headers["request_id"]
     assert attributes["jetbridge.reply.status"] == "COMPLETE"
+
+
+class ServiceBackend(RecordingBackend):
+    """The MCP server's backend on the real search service."""
+
+    def __init__(self, service: SearchService) -> None:
+        super().__init__(RULES)
+        self.service = service
+
+    async def search(self, arguments: SearchArguments, *, client_id: str) -> SearchResult:
+        return await self.service.search(arguments, client_id=client_id)
+
+
+CALLER_TRACE, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize(
+    ("meta", "joined"),
+    [
+        ({"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}, True),
+        ({"traceparent": "00-not-a-traceparent-01"}, False),
+        (None, False),
+    ],
+)
+async def test_a_caller_that_sends_its_traceparent_in_meta_gets_the_tool_span_as_its_child(
+    spans: Spans, meta: dict[str, str] | None, joined: bool
+) -> None:
+    # The MCP SDK's own OpenTelemetry middleware makes the `_meta.traceparent` of a call the current context
+    # (OTel's MCP conventions; its span records nothing, the process's tracer provider being ours, not global):
+    # the bridge's tool span, started without an explicit parent, joins the caller's trace.
+    service, producer = traced_service()
+    arguments = {"origin": "LHR", "destination": "JFK", "departure_date": real_soon()}
+    with anyio.fail_after(10):
+        async with Client(build_server(ServiceBackend(service))) as client:
+            result = await client.call_tool("search_offers", arguments, meta=cast(Any, meta))
+    assert not result.is_error
+    await service.drain()
+    [tool] = named(spans(), "tools/call")
+    if joined:
+        assert (tool["trace_id"], tool["parent_id"]) == (CALLER_TRACE, CALLER_SPAN), "the caller's span is the parent"
+    else:
+        assert tool["parent_id"] is None, "no usable traceparent: the tool span starts its own trace"
+        assert tool["trace_id"] != CALLER_TRACE
+    # the hops after the bridge follow the tool span, in the caller's trace when it sent one
+    assert ids(request_headers_of(producer)["traceparent"]) == (tool["trace_id"], tool["span_id"])
 
 
 async def test_the_routers_span_is_the_requests_child_and_the_parent_of_every_call(spans: Spans) -> None:
@@ -457,3 +516,17 @@ def test_a_span_file_past_its_size_is_rotated_once(tmp_path: Path) -> None:
     assert path.stat().st_size <= 4000
     assert rotated.stat().st_size <= 4000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bridge-1.1.jsonl", "bridge-1.jsonl"]
+
+
+def test_a_tool_span_whose_parent_is_the_callers_is_shown_as_such_not_as_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = search_trace()
+    [tool] = [r for r in records if r["name"].startswith("tools/call")]
+    tool["parent_id"] = CALLER_SPAN  # the agent's span: in its own tracer's backend, never in our files
+    write(tmp_path / "bridge-1.jsonl", records)
+    assert main(["trace", "req-9", "--dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    [tool_line] = [line for line in lines if "tools/call" in line]
+    assert "child of the MCP client's span" in tool_line
+    assert not any("parent span not in the files" in line for line in lines)
