@@ -165,7 +165,7 @@ async def run_connectors(settings: Settings, airlines: list[str] | None = None) 
             changes=changes,
         )
 
-    server = HealthServer(settings.health_port, health) if settings.health_port else None
+    server = HealthServer(settings.health_port, health, host=settings.health_host) if settings.health_port else None
     if server is not None:
         server.route("/metrics", metrics_answer)
         server.post_route(WEBHOOK_PREFIX, changes.webhook)

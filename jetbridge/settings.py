@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # Where the process serves GET /health (and later /metrics) for the supervisor and orchestrator
     # probes; 0 = no health endpoint. The bridge serves /health on its MCP port instead.
     health_port: int = Field(default=0, ge=0, validation_alias="JB_HEALTH_PORT")
+    # The address it listens on: this machine only by default; 0.0.0.0 in a container, where the orchestrator's
+    # probes and the airlines' order webhooks (connectors) come from outside the process's network namespace.
+    health_host: str = Field(default="127.0.0.1", validation_alias="JB_HEALTH_HOST")
     # Consumer group liveness: a member that stops heartbeating loses its partitions after this long.
     # Kept short (the broker's default minimum is 6 s) so a dead worker costs seconds, not a minute.
     group_session_timeout_ms: int = Field(default=6000, ge=1000, validation_alias="JB_GROUP_SESSION_TIMEOUT_MS")

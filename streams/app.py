@@ -122,7 +122,7 @@ def build_app(settings: Settings) -> faust.App:
         await ctx.offer_cache()
         serve(REQUESTS_ROUTED, OPEN_JOINS, DLQ_DEPTH)
         if settings.health_port:
-            server = HealthServer(settings.health_port, health)
+            server = HealthServer(settings.health_port, health, host=settings.health_host)
             server.route("/metrics", metrics_answer)
             await server.start()
         LagMonitor(

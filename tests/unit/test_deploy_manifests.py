@@ -249,6 +249,17 @@ def test_compose_gives_every_process_the_settings_a_deployment_must_set() -> Non
     assert not any(credentials & set(s["environment"]) for n, s in services.items() if n != "connectors")
 
 
+def test_the_workers_endpoints_listen_beyond_the_containers_loopback() -> None:
+    """Probes from the orchestrator and the airlines' order webhooks come from outside the container: a worker
+    listening on the default 127.0.0.1 would answer neither."""
+    assert Settings().health_host == "127.0.0.1", "on a machine: this machine only"
+    every_interface = "0.0.0.0"  # noqa: S104 - in a container's own network namespace
+    assert _config_map()["JB_HEALTH_HOST"] == every_interface
+    services = _jetbridge_services(_compose())
+    for name in ("streams", "connectors"):
+        assert services[name]["environment"]["JB_HEALTH_HOST"] == every_interface, name
+
+
 def test_k8s_takes_settings_from_the_config_map_and_secrets_from_secrets() -> None:
     docs = _k8s_docs()
     assert set(_config_map()) >= REQUIRED
