@@ -587,6 +587,10 @@ class OrderWorker:
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 500,
             "partition.assignment.strategy": "cooperative-sticky",
+            # Partitions added to the airline's topic (`topics apply` after its registry entry's count was raised)
+            # are taken on within seconds: a producer sends there after its own refresh (up to five minutes), and a
+            # call that lands there before these 10 s waits at most that long (a search's may miss its deadline).
+            "topic.metadata.refresh.interval.ms": 10_000,
             "session.timeout.ms": session_timeout_ms,
             "heartbeat.interval.ms": max(100, session_timeout_ms // 3),
             # Order traffic is low and each call may be long: prefetch little.

@@ -366,6 +366,10 @@ class ConnectorWorker:
             # a short one only makes every idle consumer poll the broker hundreds of times a second.
             "fetch.wait.max.ms": 500,
             "partition.assignment.strategy": "cooperative-sticky",
+            # Partitions added to the airline's topic (`topics apply` after its registry entry's count was raised)
+            # are taken on within seconds: a producer sends there after its own refresh (up to five minutes), and a
+            # call that lands there before these 10 s waits at most that long (a search's may miss its deadline).
+            "topic.metadata.refresh.interval.ms": 10_000,
             # A worker that dies loses its partitions after this long; three heartbeats fit in it.
             "session.timeout.ms": session_timeout_ms,
             "heartbeat.interval.ms": max(100, session_timeout_ms // 3),

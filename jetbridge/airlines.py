@@ -137,6 +137,10 @@ class CachePolicy(_Strict):
     serve_stale: bool = True
 
 
+# A topic's partitions can be added, never removed: a typo of 1200 for 12 would stay for good.
+MAX_AIRLINE_PARTITIONS = 256
+
+
 def _default_retry() -> dict[str, RetryPolicy]:
     return {op: RetryPolicy() for op in OPERATIONS} | {ORDER_CREATE: RetryPolicy(max_attempts=1)}
 
@@ -156,6 +160,10 @@ class Airline:
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     concurrency: int = DEFAULT_CONCURRENCY
     enabled: bool = True
+    # Partitions of its calls topic and of its order-calls topic; None: half of JB_TOPIC_PARTITIONS (the capacity
+    # plan gives the busiest airlines more than the others: docs/capacity-plan.md).
+    calls_partitions: int | None = None
+    order_partitions: int | None = None
     routes: frozenset[tuple[str, str]] = field(default_factory=frozenset, repr=False)
     retry: Mapping[str, RetryPolicy] = field(default_factory=_default_retry, repr=False, hash=False)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy, repr=False)
@@ -229,6 +237,8 @@ class _AirlineEntry(_Strict):
     timeout_ms: int = Field(default=DEFAULT_TIMEOUT_MS, gt=0)
     concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1)
     enabled: bool = True
+    calls_partitions: int | None = Field(default=None, ge=1, le=MAX_AIRLINE_PARTITIONS)
+    order_partitions: int | None = Field(default=None, ge=1, le=MAX_AIRLINE_PARTITIONS)
     routes: Literal["openflights", "none"] = "openflights"
     extra_routes: list[str] = Field(default_factory=list)
     retry: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -375,6 +385,8 @@ def load_registry(path: Path | None = None) -> AirlineRegistry:
                 timeout_ms=entry.timeout_ms,
                 concurrency=entry.concurrency,
                 enabled=entry.enabled,
+                calls_partitions=entry.calls_partitions,
+                order_partitions=entry.order_partitions,
                 routes=_routes(code, entry, path),
                 retry=_retry_policies(entry.retry, retry, path, f"{where}.retry"),
                 breaker=_policy(breaker, entry.breaker, path, f"{where}.breaker"),

@@ -27,6 +27,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported at
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    NewPartitions,
     NewTopic,
 )
 
@@ -424,9 +425,12 @@ class AsyncConsumer:
 async def apply_topics(
     admin_config: Mapping[str, Any], specs: Iterable[TopicSpec], *, replication_factor: int = 1
 ) -> dict[str, str]:
-    """Create missing topics and align the configs of existing ones; never deletes or shrinks.
+    """Create missing topics, align the configs of existing ones and add the partitions a growable one lacks; never
+    deletes or shrinks (a topic's partitions cannot be removed).
 
-    Returns what happened to each topic: ``created``, ``updated`` or ``unchanged``.
+    Returns what happened to each topic: ``created``, ``updated`` or ``unchanged``, followed by
+    ``, partitions 3 → 12`` when partitions were added (only to a topic that ``grows``), or ``, kept …`` when its
+    count differs from the declared one and stays.
     """
     admin = AdminClient(with_logger(admin_config))
     specs = list(specs)
@@ -450,19 +454,32 @@ async def apply_topics(
     for spec in specs:
         if spec.name in outcome:
             continue
-        resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name)
-        described = admin.describe_configs([resource])
-        current = await asyncio.wrap_future(described[resource])
-        wanted = spec.configs()
-        if all(current.get(k) is not None and current[k].value == v for k, v in wanted.items()):
-            outcome[spec.name] = "unchanged"
-            continue
-        entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in wanted.items()]
-        update = ConfigResource(ConfigResource.Type.TOPIC, spec.name, incremental_configs=entries)
-        for future in admin.incremental_alter_configs([update]).values():
-            await asyncio.wrap_future(future)
-        outcome[spec.name] = "updated"
+        outcome[spec.name] = await _align_configs(admin, spec)
+        have = len(metadata.topics[spec.name].partitions)
+        if have < spec.partitions and spec.grows:
+            for future in admin.create_partitions([NewPartitions(spec.name, spec.partitions)]).values():
+                await asyncio.wrap_future(future)
+            outcome[spec.name] += f", partitions {have} → {spec.partitions}"
+        elif have < spec.partitions:
+            outcome[spec.name] += f", kept {have} partitions ({spec.partitions} declared; not grown in place)"
+        elif have > spec.partitions:
+            outcome[spec.name] += f", kept {have} partitions ({spec.partitions} declared; never removed)"
     return outcome
+
+
+async def _align_configs(admin: AdminClient, spec: TopicSpec) -> str:
+    """``updated`` or ``unchanged``: the topic's configs set to those declared."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name)
+    described = admin.describe_configs([resource])
+    current = await asyncio.wrap_future(described[resource])
+    wanted = spec.configs()
+    if all(current.get(k) is not None and current[k].value == v for k, v in wanted.items()):
+        return "unchanged"
+    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in wanted.items()]
+    update = ConfigResource(ConfigResource.Type.TOPIC, spec.name, incremental_configs=entries)
+    for future in admin.incremental_alter_configs([update]).values():
+        await asyncio.wrap_future(future)
+    return "updated"
 
 
 async def read_whole_and_follow(

@@ -150,6 +150,10 @@ class TopicSpec:
     # event topics; FULL_TRANSITIVE for compacted state, whose records of every version ever written stay readable
     # (an order untouched for a year keeps its first record) and are read whole by processes old and new alike.
     compatibility: str = BACKWARD
+    # Whether `topics apply` may add partitions to it in place: a topic whose events are worked on one by one
+    # (an airline's calls, its order calls). Not the co-partitioned search topics (a request's responses would
+    # land on another partition than its join), nor compacted tables: those get a new topic (README "Evolving").
+    grows: bool = False
 
     def configs(self) -> dict[str, str]:
         configs = {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
@@ -287,11 +291,12 @@ def declared_topics(registry: AirlineRegistry, partitions: int = 6, prefix: str 
         TopicSpec(
             names.calls(a.code),
             AirlineCall,
-            max(1, partitions // 2),
+            a.calls_partitions or max(1, partitions // 2),
             _DAY_MS,
             key="request id",
             writers=("router",),
             readers=("connectors",),
+            grows=True,
         )
         for a in registry
     ]
@@ -299,11 +304,12 @@ def declared_topics(registry: AirlineRegistry, partitions: int = 6, prefix: str 
         TopicSpec(
             names.order_calls(a.code),
             OrderCall,
-            max(1, partitions // 2),
+            a.order_partitions or max(1, partitions // 2),
             _DAY_MS,
             key="idempotency key (create), else order or offer id",
             writers=("bridge",),
             readers=("connectors",),
+            grows=True,
         )
         for a in registry
     ]

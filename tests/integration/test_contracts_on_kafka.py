@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 import pytest
 from confluent_kafka import DeserializingConsumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 
@@ -75,3 +77,31 @@ async def test_topics_apply_creates_once_then_changes_nothing(settings: Settings
     assert await apply_topics(config, [spec]) == {name: "unchanged"}
     changed = TopicSpec(name, SearchRequest, 2, 3_600_000)
     assert await apply_topics(config, [changed]) == {name: "updated"}
+
+
+async def test_topics_apply_adds_partitions_to_a_growable_topic_and_says_what_it_kept_of_the_others(
+    settings: Settings,
+) -> None:
+    config = {"bootstrap.servers": settings.kafka_bootstrap_servers}
+    calls = TopicSpec(f"jb.test.calls.{uuid.uuid4().hex[:8]}", SearchRequest, 2, 7_200_000, grows=True)
+    joined = TopicSpec(f"jb.test.requests.{uuid.uuid4().hex[:8]}", SearchRequest, 2, 7_200_000)
+    assert await apply_topics(config, [calls, joined]) == {calls.name: "created", joined.name: "created"}
+
+    more = [replace(calls, partitions=5), replace(joined, partitions=5)]
+    assert await apply_topics(config, more) == {
+        calls.name: "unchanged, partitions 2 → 5",
+        joined.name: "unchanged, kept 2 partitions (5 declared; not grown in place)",
+    }
+    assert await partitions_of(settings, calls.name) == 5
+    assert await partitions_of(settings, joined.name) == 2
+    # Partitions are never removed: fewer declared is said, and nothing changes.
+    fewer = replace(calls, partitions=3)
+    kept = "unchanged, kept 5 partitions (3 declared; never removed)"
+    assert await apply_topics(config, [fewer]) == {calls.name: kept}
+    assert await partitions_of(settings, calls.name) == 5
+
+
+async def partitions_of(settings: Settings, topic: str) -> int:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    metadata = await asyncio.to_thread(admin.list_topics, topic, 10)
+    return len(metadata.topics[topic].partitions)

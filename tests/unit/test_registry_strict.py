@@ -9,6 +9,7 @@ import pytest
 
 from jetbridge.airlines import ConnectorKind, load_registry
 from jetbridge.errors import ConfigurationError
+from jetbridge.topics import TopicNames, declared_topics
 from tests.support.factories import REGISTRY_AIRLINE, registry_file
 
 
@@ -71,3 +72,22 @@ def test_a_route_source_that_is_not_known_is_refused(tmp_path: Path) -> None:
 def test_a_registry_airline_has_its_kind_as_a_connector_kind(tmp_path: Path) -> None:
     assert {airline.kind for airline in load_registry()} == set(ConnectorKind)
     assert all(isinstance(airline.kind, ConnectorKind) for airline in load_registry())
+
+
+def test_an_airlines_own_partition_counts_size_its_calls_and_order_calls_topics(tmp_path: Path) -> None:
+    busy = load_registry(registry_file(tmp_path, REGISTRY_AIRLINE + "calls_partitions = 12\norder_partitions = 3\n"))
+    plain = load_registry(registry_file(tmp_path, REGISTRY_AIRLINE))
+    names = TopicNames()
+    sized = {s.name: s for s in declared_topics(busy, partitions=6)}
+    default = {s.name: s for s in declared_topics(plain, partitions=6)}
+    assert (sized[names.calls("ZZ")].partitions, sized[names.order_calls("ZZ")].partitions) == (12, 3)
+    assert (default[names.calls("ZZ")].partitions, default[names.order_calls("ZZ")].partitions) == (3, 3)
+    assert sized[names.requests].partitions == 6, "the co-partitioned search topics keep JB_TOPIC_PARTITIONS"
+    assert sized[names.calls("ZZ")].grows, "an airline's topics take added partitions in place"
+    assert not sized[names.requests].grows
+
+
+@pytest.mark.parametrize("count", ["0", "1000", '"many"'])
+def test_a_partition_count_out_of_range_is_refused_naming_the_field(tmp_path: Path, count: str) -> None:
+    message = refused(tmp_path, REGISTRY_AIRLINE + f"calls_partitions = {count}\n")
+    assert "[airlines.ZZ] calls_partitions" in message
