@@ -28,7 +28,7 @@ import pytest
 from infra.stack.backends import Infra
 from jetbridge.settings import REPO_ROOT, Settings
 from jetbridge.topics import TopicNames
-from schemas.models import SearchReply
+from schemas.models import AuditRecord, SearchReply
 from tests.conftest import PORT_SHIFT
 from tests.e2e.conftest import Stack, running_stack
 from tests.support.kafka_tools import KafkaProbe
@@ -183,7 +183,16 @@ class ChaosStack:
 
     # ---- the invariant, read from the topics ----
     async def marks(self) -> dict[str, dict[int, int]]:
-        return {t: await self.probe.end_offsets(t) for t in (self.names.requests, self.names.replies)}
+        topics = (self.names.requests, self.names.replies, self.names.audit)
+        return {t: await self.probe.end_offsets(t) for t in topics}
+
+    async def bridge_durations_ms(self, since: dict[str, dict[int, int]]) -> list[int]:
+        """How long the bridge held each search since ``since``, as its audit records say: from the call's start in
+        the bridge to its answer (what the bridge bounds; the agent's own figure adds the HTTP round trip)."""
+        records = await self.probe.read_since(self.names.audit, since[self.names.audit], until_s=3)
+        assert self.probe.codec is not None
+        audits = [await self.probe.codec.decode(m.value(), AuditRecord) for m in records]
+        return [a.duration_ms for a in audits if a.tool == "search_offers"]
 
     async def counts(self, since: dict[str, dict[int, int]], outcomes: list[Outcome], settle_s: float = 20.0) -> Counts:
         """Requests published since ``since`` and their replies, once every reply had time to come."""

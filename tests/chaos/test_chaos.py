@@ -120,9 +120,15 @@ async def test_one_of_two_stream_and_connector_workers_killed_under_load(chaos: 
     outcomes = await searches
     counts = await chaos.counts(marks, outcomes)
     # Measured at the agent while a killed stream worker and connector restart on this 2-core machine, competing
-    # with the bridge and the load generator: agents were answered in 4.0-4.3 s (3.75 s at the bridge) in 3 of 6
-    # runs of 2026-11-26, so 0.75 s of slack here; the bridge's own bound is checked with the broker stopped.
+    # with the bridge and the load generator: agents were answered in 4.0-4.3 s in 3 of 6 runs of 2026-11-26,
+    # while the bridge gave up 0.73-0.77 s after each search's deadline (its logs against the streams' "late_by"):
+    # the extra time was spent before the call reached the bridge's application. So 0.75 s of slack at the agent,
+    # and the bridge's own bound checked strictly from its audit records.
     assert_invariant(counts, outcomes, "one of two streams and connectors killed at 10/s", slack_s=0.75)
+    held = await chaos.bridge_durations_ms(marks)
+    report(f"[chaos] one of two killed: the bridge held searches {max(held)} ms at most (deadline 3000 ms)")
+    assert len(held) >= len(outcomes)
+    assert max(held) <= 3000 + REPLY_GRACE_S * 1000 + 100, "the bridge answers by the deadline plus its grace"
     after = sorted(o.started_at - killed_at for o in outcomes if o.status == "complete" and o.started_at > killed_at)
     gap = after[0] if after else float("inf")
     report(f"[chaos] first search started after the kill that came back complete: +{gap:.1f} s")
