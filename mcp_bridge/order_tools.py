@@ -34,6 +34,7 @@ from mcp_types import (
     CallToolResult,
     EmptyResult,
     SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
     TextContent,
     UnsubscribeRequestParams,
 )
@@ -44,6 +45,7 @@ from jetbridge.log import get_logger
 from jetbridge.passengers import Contact, Passenger
 from mcp_bridge.boundary import client_id
 from mcp_bridge.orders import (
+    BOOK_WAIT_S,
     ORDER_GRACE_S,
     ORDER_URI,
     Booking,
@@ -342,6 +344,37 @@ def add_order_tools(server: MCPServer, orders: OrderService, audit: _Audit) -> N
 
     # 2026-07-28: subscriptions/listen streams, fed through the server's bus (the SDK names no public accessor).
     bus = server._subscriptions
+    sdk_listen = server._lowlevel_server._request_handlers["subscriptions/listen"].handler
+
+    async def own_order(uri: str, who: str) -> bool:
+        order_id = uri.removeprefix(ORDER_URI.format(order_id=""))
+        if order_id == uri:
+            return False
+        # an order made a moment ago through another bridge instance may not have been read yet
+        event = orders.book.get(order_id) or await orders.book.wait_for(order_id, BOOK_WAIT_S)
+        return event is not None and event.client_id == who
+
+    async def listen(ctx: ServerRequestContext[Any, Any], params: SubscriptionsListenRequestParams) -> Any:
+        """The SDK's listen stream, with only the caller's own orders among its resource subscriptions: another
+        client's order is left out of the acknowledged filter (as a resource that does not exist would be), so
+        nobody hears when someone else's order changes."""
+        scope = getattr(ctx.request, "scope", None)
+        who = client_id(scope) if scope is not None else "anonymous"
+        asked = params.notifications.resource_subscriptions or []
+        if len(asked) > MAX_LISTENED_ORDERS:
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"{len(asked)} resource subscriptions in one listen; at most {MAX_LISTENED_ORDERS}",
+            )
+        owned = await asyncio.gather(*(own_order(uri, who) for uri in asked))
+        kept = [uri for uri, mine in zip(asked, owned, strict=True) if mine]
+        if len(kept) < len(asked):
+            log.info("listen: resource subscriptions left out", client_id=who, asked=len(asked), kept=len(kept))
+        notifications = params.notifications.model_copy(update={"resource_subscriptions": kept or None})
+        scoped = params.model_copy(update={"notifications": notifications})
+        return await sdk_listen(ctx, scoped)  # the SDK's SubscriptionsListenResult
+
+    server._lowlevel_server.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, listen)
     # 2025-11-25: resources/subscribe, per session, for the orders of the session's own client only.
     legacy: dict[str, set[ServerSession]] = {}
 
@@ -379,6 +412,8 @@ def add_order_tools(server: MCPServer, orders: OrderService, audit: _Audit) -> N
 
 
 _pending: set[asyncio.Task[None]] = set()
+# The order resources one subscriptions/listen may name (each is looked up, waiting a moment for a new one).
+MAX_LISTENED_ORDERS = 100
 
 
 class OrderResultView(OrderResult):

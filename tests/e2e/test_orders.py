@@ -8,6 +8,7 @@ each connector kind (NDC, both REST dialects, the airline's own MCP server).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -171,6 +172,16 @@ async def test_the_same_order_asked_twice_at_once_is_made_once(stack: Stack, sim
     assert len(await sim_orders(simulators, "VS")) == 1
 
 
+async def heard_within(subscription: Any, seconds: float) -> list[Any]:
+    """The events a listen stream delivers in the next ``seconds``."""
+    heard: list[Any] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            async for event in subscription:
+                heard.append(event)
+    return heard
+
+
 @pytest.mark.parametrize("airline", ["BA", "AY"], ids=["BA-webhook", "AY-mcp-notification"])
 async def test_an_airline_cancellation_reaches_a_subscribed_agent_and_the_topic_within_a_second(
     stack: Stack, simulators: httpx.AsyncClient, airline: str
@@ -183,7 +194,14 @@ async def test_an_airline_cancellation_reaches_a_subscribed_agent_and_the_topic_
         await tool(agent, "price_offer", offer_id=offer["offer_id"])
         made = await tool(agent, "create_order", offer_id=offer["offer_id"], passengers=[passenger()], contact=CONTACT)
         since = await probe.end_offsets(topic)
-        async with agent.listen(resource_subscriptions=[made["resource_uri"]]) as subscription:
+        async with (
+            stack.agent(client="someone-else", scopes=BOOKER) as stranger,
+            stranger.listen(resource_subscriptions=[made["resource_uri"]]) as overheard,
+            agent.listen(resource_subscriptions=[made["resource_uri"]]) as subscription,
+        ):
+            # another client's order is left out of the stranger's acknowledged filter
+            assert overheard.honored is not None
+            assert not overheard.honored.resource_subscriptions, overheard.honored
             started, wall = time.monotonic(), time.time()
             native = made["order_id"].split(":", 1)[1]
             changed = await simulators.post(
@@ -195,6 +213,8 @@ async def test_an_airline_cancellation_reaches_a_subscribed_agent_and_the_topic_
                     if getattr(event, "uri", None) == made["resource_uri"]:
                         break
             heard_after = time.monotonic() - started
+            stranger_heard = await heard_within(overheard, 1.0)
+        assert stranger_heard == [], "nobody hears of another client's order"
         read = await agent.read_resource(made["resource_uri"])
         content = read.contents[0].text  # type: ignore[union-attr]
     assert heard_after < 1.0, f"the agent heard of it {heard_after:.2f} s after the airline cancelled"

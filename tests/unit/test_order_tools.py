@@ -24,7 +24,7 @@ from jetbridge.pii import PiiSeal
 from jetbridge.settings import Settings
 from mcp_bridge.entitlements import ClientRegistry, Entitlement
 from mcp_bridge.order_memory import OrderMemory
-from mcp_bridge.order_tools import add_order_tools
+from mcp_bridge.order_tools import MAX_LISTENED_ORDERS, add_order_tools
 from mcp_bridge.orders import OrderService
 from schemas.models import (
     ErrorInfo,
@@ -515,3 +515,22 @@ async def test_an_order_the_airline_no_longer_has_is_booked_anew(airline: Airlin
     assert first["reconciled"] is False
     assert airline.calls["CREATE"] == 2
     assert len(person.asked) == 2, "a new booking is confirmed again"
+
+
+async def test_a_listen_stream_hears_of_its_own_clients_orders_only(airline: Airline) -> None:
+    """2026-07-28: another client's order is left out of the acknowledged filter (the SDK alone honours any URI)."""
+    orders = ScriptedOrders(airline)
+    server, _ = _server(orders)
+    await orders.price("anonymous", "BA:OFFER1")
+    made = await orders.create(await orders.prepare_booking("anonymous", "BA:OFFER1", [ADULT], CONTACT))
+    await orders.price("rival", "BA:OFFER1")
+    theirs = await orders.create(await orders.prepare_booking("rival", "BA:OFFER1", [ADULT], CONTACT))
+    async with Client(server, mode="auto") as client:
+        wanted = [made.resource_uri, theirs.resource_uri, "jetbridge://elsewhere/x"]
+        async with client.listen(resource_subscriptions=wanted) as subscription:
+            assert subscription.honored is not None
+            assert subscription.honored.resource_subscriptions == [made.resource_uri]
+        too_many = [f"jetbridge://orders/BA:X{n}" for n in range(MAX_LISTENED_ORDERS + 1)]
+        with pytest.raises(MCPError, match=f"at most {MAX_LISTENED_ORDERS}"):
+            async with client.listen(resource_subscriptions=too_many):
+                pass
