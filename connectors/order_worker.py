@@ -57,6 +57,7 @@ from connectors.order_events import OrderEvents, OrderView
 from connectors.orders import OrderConnector, order_id_of
 from connectors.resilience import AirlineGuard, CallOutcome, Clock, SystemClock
 from connectors.worker import OffsetTracker
+from jetbridge import tracing
 from jetbridge.airlines import ORDER_CREATE, Airline
 from jetbridge.dlq import Backoff, DeadLetterChannel, DeadLetterSend, DlqHeaders, belongs_in_dlq, dead_letter, scrub
 from jetbridge.errors import (
@@ -76,7 +77,7 @@ from jetbridge.errors import (
     PriceChanged,
 )
 from jetbridge.health_board import HealthBoard
-from jetbridge.kafka import AsyncConsumer, AsyncProducer, decode_headers
+from jetbridge.kafka import HEADER_TRACEPARENT, AsyncConsumer, AsyncProducer, decode_headers
 from jetbridge.log import get_logger
 from jetbridge.metrics import ERRORS, ORDER_CALLS
 from jetbridge.passengers import OrderParty
@@ -683,12 +684,39 @@ class OrderWorker:
     async def _handle(self, received: Received, epoch: int) -> None:
         headers = decode_headers(received.headers)
         try:
-            with structlog.contextvars.bound_contextvars(
-                airline=self.airline.code,
-                request_id=headers.get("request_id"),
-                correlation_id=headers.get("correlation_id"),
+            with (
+                structlog.contextvars.bound_contextvars(
+                    airline=self.airline.code,
+                    request_id=headers.get("request_id"),
+                    correlation_id=headers.get("correlation_id"),
+                ),
+                # The bridge's order call span is its parent; the guard's retries and decisions are its events.
+                tracing.span(
+                    f"process {self.calls_topic}",
+                    parent=headers.get(HEADER_TRACEPARENT),
+                    kind=tracing.SpanKind.CONSUMER,
+                    attributes=tracing.messaging(
+                        self.calls_topic,
+                        "process",
+                        (received.key or b"").decode(errors="replace"),
+                        {
+                            "messaging.consumer.group.name": self.group_id,
+                            "messaging.destination.partition.id": str(received.partition),
+                            "messaging.kafka.offset": received.offset,
+                            tracing.REQUEST_ID: headers.get("request_id", ""),
+                            "jetbridge.stage": "connector",
+                            "jetbridge.airline": self.airline.code,
+                        },
+                    ),
+                ),
             ):
-                await self.process(received, headers)
+                handled = await self.process(received, headers)
+                if handled is not None:
+                    reply = handled.reply
+                    tracing.annotate(
+                        {"jetbridge.reply.status": reply.status.value, "jetbridge.attempts": reply.attempts},
+                        error_code=reply.error.code if reply.error else None,
+                    )
             if self._tracker.finished(received.partition, received.offset, epoch):
                 self.handled += 1
         except KafkaError as exc:

@@ -105,7 +105,8 @@ def _label(node: SpanNode, origin_ns: int) -> str:
         + f"  +{_ms(node.start_ns - origin_ns)}  {_ms(node.end_ns - node.start_ns)}  {shown}"
         + f"  [dim]{escape(str(record.get('service', '')))}[/dim]"
     )
-    if node.orphan and str(record.get("name", "")).startswith("tools/call"):
+    at_bridge = str(record.get("name", "")).startswith("tools/call") or attributes.get("jetbridge.stage") == "bridge"
+    if node.orphan and at_bridge:
         text += "  [dim](child of the MCP client's span: its traceparent in the call's _meta)[/dim]"
     elif node.orphan:
         text += "  [yellow](parent span not in the files)[/yellow]"

@@ -38,6 +38,7 @@ import structlog
 from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio import Redis
 
+from jetbridge import tracing
 from jetbridge.airlines import AirlineRegistry
 from jetbridge.errors import (
     AirlineError,
@@ -49,7 +50,7 @@ from jetbridge.errors import (
     OrderOutcomeUnknown,
     SpendCapExceeded,
 )
-from jetbridge.kafka import event_headers, new_traceparent
+from jetbridge.kafka import event_headers
 from jetbridge.log import get_logger
 from jetbridge.order_book import OrderBook
 from jetbridge.passengers import OrderParty, passenger_type
@@ -524,8 +525,27 @@ class OrderService:
         request_id = request_id or str(uuid.uuid4())
         loop = asyncio.get_running_loop()
         started = loop.time()
-        with structlog.contextvars.bound_contextvars(
-            request_id=request_id, correlation_id=request_id, airline=airline, operation=operation.value.lower()
+        topic = self._topics.order_calls(airline)
+        with (
+            structlog.contextvars.bound_contextvars(
+                request_id=request_id, correlation_id=request_id, airline=airline, operation=operation.value.lower()
+            ),
+            # The order call's span (child of the agent's, when it sent a traceparent): the connector's is its child.
+            tracing.span(
+                f"order {operation.value.lower()} {airline}",
+                kind=tracing.SpanKind.CLIENT,
+                attributes=tracing.messaging(
+                    topic,
+                    "send",
+                    subject,
+                    {
+                        tracing.REQUEST_ID: request_id,
+                        "jetbridge.stage": "bridge",
+                        "jetbridge.airline": airline,
+                        "jetbridge.order.operation": operation.value.lower(),
+                    },
+                ),
+            ) as call_span,
         ):
             created = now_utc()
             deadline = created + timedelta(milliseconds=settings.order_deadline_ms)
@@ -540,7 +560,6 @@ class OrderService:
                 created_at=created,
                 **fields,
             )
-            topic = self._topics.order_calls(airline)
             give_up = started + settings.order_deadline_ms / 1000 + ORDER_GRACE_S
             waiter = self._correlator.expect(request_id)
             try:
@@ -555,7 +574,7 @@ class OrderService:
                                 correlation_id=request_id,
                                 client_id=client_id,
                                 deadline_ms=int(deadline.timestamp() * 1000),
-                                traceparent=new_traceparent(),
+                                traceparent=tracing.traceparent_of(call_span),
                             ),
                         ),
                         max(0.0, give_up - loop.time()),
@@ -579,6 +598,10 @@ class OrderService:
                 error_code=reply.error.code if reply.error else None,
                 reconciled=reply.reconciled,
                 elapsed_ms=int((loop.time() - started) * 1000),
+            )
+            tracing.annotate(
+                {"jetbridge.reply.status": reply.status.value, "jetbridge.reconciled": reply.reconciled},
+                error_code=reply.error.code if reply.error else None,
             )
         if reply.status is OrderReplyStatus.OK:
             if (operation is OrderOperation.PRICE and reply.price is None) or (

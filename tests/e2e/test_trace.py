@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
+from mcp_types import RequestParamsMeta
 
 from jetbridge.topics import REQUESTS
 from jetbridge.trace_view import find_trace, read_spans
 from jetbridge.tracing import REQUEST_ID
 from tests.e2e.conftest import Stack
+from tests.e2e.test_orders import BOOKER, first_offer
 from tests.e2e.test_search import KINDS, search_args, timed_search
 from tests.support.kafka_tools import KafkaProbe
 
@@ -82,3 +84,37 @@ async def test_a_search_is_one_trace_from_the_tool_call_through_every_airline_to
     assert f"trace {trace_id}" in shown.stdout
     for name in ("tools/call search_offers", f"process {REQUESTS}", "aggregate", "connector · DL", "call stopped"):
         assert name in shown.stdout, (name, shown.stdout)
+
+
+async def test_an_order_call_is_one_trace_from_the_bridge_to_the_airlines_connector(stack: Stack) -> None:
+    """price_offer through the stack: the bridge's order span, and the connector's span for the call its child,
+    in the agent's own trace when the agent sent its traceparent in the call's _meta."""
+    agent_trace, agent_span = "5" * 32, "6" * 16
+    async with stack.agent(scopes=BOOKER) as agent:
+        offer = await first_offer(agent, "BA", days=63)
+        since = time.time_ns()
+        # an open map (extra_items), which mypy does not read yet
+        meta = cast(RequestParamsMeta, {"traceparent": f"00-{agent_trace}-{agent_span}-01"})
+        priced = await agent.call_tool("price_offer", {"offer_id": offer["offer_id"]}, meta=meta)
+        assert not priced.is_error
+    give_up = time.monotonic() + 15
+    while True:
+        spans = [s for s in read_spans(stack.home / "traces") if int(s["start_ns"]) >= since]
+        bridge = [s for s in spans if s["name"] == "order price BA"]
+        connector = [s for s in spans if s["name"] == "process jb.airline.BA.orders.v1"]
+        if bridge and connector:
+            break
+        assert time.monotonic() < give_up, f"order spans missing: {sorted(s['name'] for s in spans)}"
+        await asyncio.sleep(0.2)
+    [call] = bridge
+    [processed] = connector
+    assert (call["trace_id"], call["parent_id"]) == (agent_trace, agent_span), "in the agent's trace"
+    assert (processed["trace_id"], processed["parent_id"]) == (agent_trace, call["span_id"])
+    assert call["attributes"][REQUEST_ID] == processed["attributes"][REQUEST_ID]
+    assert processed["attributes"]["jetbridge.reply.status"] == "OK"
+    assert call["attributes"]["messaging.destination.name"] == "jb.airline.BA.orders.v1"
+    shown = await asyncio.to_thread(stack.jetbridge, "trace", call["attributes"][REQUEST_ID], timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "order price BA" in shown.stdout
+    assert "child of the MCP client's span" in shown.stdout, shown.stdout
+    assert "connector · BA" in shown.stdout
