@@ -56,7 +56,7 @@ from pydantic import ValidationError
 from connectors.order_events import OrderEvents, OrderView
 from connectors.orders import OrderConnector, order_id_of
 from connectors.resilience import AirlineGuard, CallOutcome, Clock, SystemClock
-from connectors.worker import OffsetTracker
+from connectors.worker import OffsetTracker, call_context
 from jetbridge import tracing
 from jetbridge.airlines import ORDER_CREATE, Airline
 from jetbridge.dlq import Backoff, DeadLetterChannel, DeadLetterSend, DlqHeaders, belongs_in_dlq, dead_letter, scrub
@@ -77,7 +77,7 @@ from jetbridge.errors import (
     PriceChanged,
 )
 from jetbridge.health_board import HealthBoard
-from jetbridge.kafka import HEADER_TRACEPARENT, AsyncConsumer, AsyncProducer, decode_headers
+from jetbridge.kafka import AsyncConsumer, AsyncProducer, decode_headers
 from jetbridge.log import get_logger
 from jetbridge.metrics import ERRORS, ORDER_CALLS
 from jetbridge.passengers import OrderParty
@@ -684,31 +684,15 @@ class OrderWorker:
     async def _handle(self, received: Received, epoch: int) -> None:
         headers = decode_headers(received.headers)
         try:
-            with (
-                structlog.contextvars.bound_contextvars(
-                    airline=self.airline.code,
-                    request_id=headers.get("request_id"),
-                    correlation_id=headers.get("correlation_id"),
-                ),
-                # The bridge's order call span is its parent; the guard's retries and decisions are its events.
-                tracing.span(
-                    f"process {self.calls_topic}",
-                    parent=headers.get(HEADER_TRACEPARENT),
-                    kind=tracing.SpanKind.CONSUMER,
-                    attributes=tracing.messaging(
-                        self.calls_topic,
-                        "process",
-                        (received.key or b"").decode(errors="replace"),
-                        {
-                            "messaging.consumer.group.name": self.group_id,
-                            "messaging.destination.partition.id": str(received.partition),
-                            "messaging.kafka.offset": received.offset,
-                            tracing.REQUEST_ID: headers.get("request_id", ""),
-                            "jetbridge.stage": "connector",
-                            "jetbridge.airline": self.airline.code,
-                        },
-                    ),
-                ),
+            # The bridge's order call span is the parent of this one.
+            with call_context(
+                self.airline.code,
+                self.calls_topic,
+                self.group_id,
+                headers,
+                received.partition,
+                received.offset,
+                (received.key or b"").decode(errors="replace"),
             ):
                 handled = await self.process(received, headers)
                 if handled is not None:

@@ -39,7 +39,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -91,7 +91,7 @@ from schemas.models import (
     now_utc,
 )
 
-__all__ = ["Commit", "ConnectorWorker", "OffsetTracker", "airline_response"]
+__all__ = ["Commit", "ConnectorWorker", "OffsetTracker", "airline_response", "call_context"]
 
 log = get_logger(__name__)
 
@@ -556,32 +556,15 @@ class ConnectorWorker:
         partition, offset = int(message.partition() or 0), int(message.offset() or 0)
         headers = decode_headers(message.headers())
         try:
-            with (
-                structlog.contextvars.bound_contextvars(
-                    airline=self.airline.code,
-                    request_id=headers.get("request_id"),
-                    correlation_id=headers.get("correlation_id"),
-                ),
-                # One span per airline call, child of the router's (the call's traceparent); retries and
-                # breaker decisions are its events (connectors/resilience.py).
-                tracing.span(
-                    f"process {self.calls_topic}",
-                    parent=headers.get(HEADER_TRACEPARENT),
-                    kind=tracing.SpanKind.CONSUMER,
-                    attributes=tracing.messaging(
-                        self.calls_topic,
-                        "process",
-                        headers.get("request_id", ""),
-                        {
-                            "messaging.consumer.group.name": self.group_id,
-                            "messaging.destination.partition.id": str(partition),
-                            "messaging.kafka.offset": offset,
-                            tracing.REQUEST_ID: headers.get("request_id", ""),
-                            "jetbridge.stage": "connector",
-                            "jetbridge.airline": self.airline.code,
-                        },
-                    ),
-                ),
+            # One span per airline call, child of the router's (the call's traceparent).
+            with call_context(
+                self.airline.code,
+                self.calls_topic,
+                self.group_id,
+                headers,
+                partition,
+                offset,
+                headers.get("request_id"),
             ):
                 failure: _Failure | None
                 try:
@@ -790,3 +773,44 @@ class _Failure(NamedTuple):
 def _raw_headers(message: Message) -> list[tuple[str, str | bytes | None]]:
     raw = message.headers() or []
     return list(raw.items()) if isinstance(raw, dict) else list(raw)
+
+
+@contextlib.contextmanager
+def call_context(
+    airline: str,
+    topic: str,
+    group_id: str,
+    headers: Mapping[str, str],
+    partition: int,
+    offset: int,
+    key: str | None,
+) -> Iterator[None]:
+    """The log context and span of one call an airline's worker processes (a search call or an order call).
+
+    The span is the child of the call's ``traceparent`` (the router's span for a search call, the bridge's for an
+    order call); the guard's attempts, retries and breaker decisions become its events (connectors/resilience.py).
+    """
+    with (
+        structlog.contextvars.bound_contextvars(
+            airline=airline, request_id=headers.get("request_id"), correlation_id=headers.get("correlation_id")
+        ),
+        tracing.span(
+            f"process {topic}",
+            parent=headers.get(HEADER_TRACEPARENT),
+            kind=tracing.SpanKind.CONSUMER,
+            attributes=tracing.messaging(
+                topic,
+                "process",
+                key or "",
+                {
+                    "messaging.consumer.group.name": group_id,
+                    "messaging.destination.partition.id": str(partition),
+                    "messaging.kafka.offset": offset,
+                    tracing.REQUEST_ID: headers.get("request_id", ""),
+                    "jetbridge.stage": "connector",
+                    "jetbridge.airline": airline,
+                },
+            ),
+        ),
+    ):
+        yield

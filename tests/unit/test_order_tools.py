@@ -25,7 +25,7 @@ from jetbridge.settings import Settings
 from mcp_bridge.entitlements import ClientRegistry, Entitlement
 from mcp_bridge.order_memory import OrderMemory
 from mcp_bridge.order_tools import MAX_LISTENED_ORDERS, add_order_tools
-from mcp_bridge.orders import OrderService
+from mcp_bridge.orders import OrderResult, OrderService
 from schemas.models import (
     ErrorInfo,
     OrderOperation,
@@ -477,15 +477,21 @@ async def test_subscribers_hear_of_changes(airline: Airline) -> None:
             await client.read_resource("jetbridge://orders/BA:SOMEONEELSE")
 
 
-@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
-async def test_legacy_subscribers_hear_of_their_orders_only(airline: Airline) -> None:
-    """A 2025-11-25 client subscribes with resources/subscribe and gets notifications/resources/updated."""
+async def ours_and_a_rivals(airline: Airline) -> tuple[ScriptedOrders, MCPServer, OrderResult, OrderResult]:
+    """A server with one order of this session's client ("anonymous", in process) and one of a rival client."""
     orders = ScriptedOrders(airline)
     server, _ = _server(orders)
     await orders.price("anonymous", "BA:OFFER1")
     made = await orders.create(await orders.prepare_booking("anonymous", "BA:OFFER1", [ADULT], CONTACT))
     await orders.price("rival", "BA:OFFER1")
     theirs = await orders.create(await orders.prepare_booking("rival", "BA:OFFER1", [ADULT], CONTACT))
+    return orders, server, made, theirs
+
+
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
+async def test_legacy_subscribers_hear_of_their_orders_only(airline: Airline) -> None:
+    """A 2025-11-25 client subscribes with resources/subscribe and gets notifications/resources/updated."""
+    orders, server, made, theirs = await ours_and_a_rivals(airline)
     heard: asyncio.Queue[str] = asyncio.Queue()
 
     async def on_message(message: Any) -> None:
@@ -519,12 +525,7 @@ async def test_an_order_the_airline_no_longer_has_is_booked_anew(airline: Airlin
 
 async def test_a_listen_stream_hears_of_its_own_clients_orders_only(airline: Airline) -> None:
     """2026-07-28: another client's order is left out of the acknowledged filter (the SDK alone honours any URI)."""
-    orders = ScriptedOrders(airline)
-    server, _ = _server(orders)
-    await orders.price("anonymous", "BA:OFFER1")
-    made = await orders.create(await orders.prepare_booking("anonymous", "BA:OFFER1", [ADULT], CONTACT))
-    await orders.price("rival", "BA:OFFER1")
-    theirs = await orders.create(await orders.prepare_booking("rival", "BA:OFFER1", [ADULT], CONTACT))
+    _, server, made, theirs = await ours_and_a_rivals(airline)
     async with Client(server, mode="auto") as client:
         wanted = [made.resource_uri, theirs.resource_uri, "jetbridge://elsewhere/x"]
         async with client.listen(resource_subscriptions=wanted) as subscription:
