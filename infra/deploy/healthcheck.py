@@ -1,7 +1,8 @@
 """A container's health probe: exit 0 when this process's ``/health`` answers as asked, 1 otherwise.
 
-Stream and connector workers serve ``/health`` on 127.0.0.1 only (jetbridge/health.py), which a probe from
-outside the container cannot reach, so Docker's healthcheck and Kubernetes' probes run this inside it:
+Docker's healthcheck and Kubernetes' probes run this inside the container (images have no curl): it asks the
+worker's ``/health`` on 127.0.0.1 (served on every interface there: ``JB_HEALTH_HOST=0.0.0.0``) and prints the
+answer, a 503's reason included, where ``docker inspect`` and ``kubectl describe`` show it:
 
     python infra/deploy/healthcheck.py           ready: 200 (``ok``) from http://127.0.0.1:$JB_HEALTH_PORT/health
     python infra/deploy/healthcheck.py --live    alive: any answer, 503 (``starting``, ``degraded``) included

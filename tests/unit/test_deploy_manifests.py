@@ -72,11 +72,16 @@ def _is_jetbridge_image(image: str) -> bool:
     return image.split(":")[0] == "jetbridge"
 
 
+def _workloads(docs: list[Doc]) -> list[Doc]:
+    """Every Deployment and StatefulSet."""
+    return _kind(docs, "Deployment") + _kind(docs, "StatefulSet")
+
+
 def _jetbridge_containers(docs: list[Doc]) -> Iterator[tuple[str, Doc]]:
-    for deployment in _kind(docs, "Deployment"):
-        for container in deployment["spec"]["template"]["spec"]["containers"]:
+    for workload in _workloads(docs):
+        for container in workload["spec"]["template"]["spec"]["containers"]:
             if _is_jetbridge_image(container["image"]):
-                yield deployment["metadata"]["name"], container
+                yield workload["metadata"]["name"], container
 
 
 def _jetbridge_services(compose: Doc) -> dict[str, Doc]:
@@ -306,7 +311,7 @@ def test_compose_runs_every_process_kind_of_the_stack_as_its_own_service() -> No
     assert services["schema-registry"]["image"].startswith("confluentinc/cp-schema-registry:")
 
 
-def test_k8s_has_a_deployment_per_kind_and_a_connector_deployment_per_airline() -> None:
+def test_k8s_has_a_workload_per_kind_and_a_connector_workload_per_airline() -> None:
     docs = _k8s_docs()
     modules = _modules()
     commands = {name: c["command"] for name, c in _jetbridge_containers(docs)}
@@ -322,10 +327,11 @@ def test_k8s_has_a_deployment_per_kind_and_a_connector_deployment_per_airline() 
     assert kafka["metadata"]["annotations"]["strimzi.io/kraft"] == "enabled"
 
 
-def test_every_deployment_has_probes_and_resources() -> None:
+def test_every_workload_has_probes_and_resources() -> None:
     docs = _k8s_docs()
     assert _kind(docs, "Deployment")
-    for deployment in _kind(docs, "Deployment"):
+    assert _kind(docs, "StatefulSet")
+    for deployment in _workloads(docs):
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             where = f"{deployment['metadata']['name']}/{container['name']}"
             assert "readinessProbe" in container, where
@@ -341,6 +347,33 @@ def test_every_deployment_has_probes_and_resources() -> None:
                     # The worker's /health is on JB_HEALTH_PORT (the ConfigMap's), read by the probe in the pod.
                     assert check["exec"]["command"][:2] == ["python", "infra/deploy/healthcheck.py"], where
                     assert int(_config_map()["JB_HEALTH_PORT"]) in {p["containerPort"] for p in container["ports"]}
+
+
+def test_stream_and_connector_workers_are_stateful_sets_with_their_services() -> None:
+    """Their pod names are their JB_INSTANCE, the static member id they join their groups with: a StatefulSet keeps
+    a restarted pod's name, so it takes its partitions back at once. Each connector set's Service carries the
+    airline's order webhooks, and the simulated airlines are pointed at it."""
+    docs = _k8s_docs()
+    sets = {s["metadata"]["name"]: s for s in _kind(docs, "StatefulSet")}
+    services = {s["metadata"]["name"]: s for s in _kind(docs, "Service")}
+    wanted = {"streams"} | {f"connectors-{a.code.lower()}" for a in _registry()}
+    assert set(sets) == wanted
+    for name, workload in sets.items():
+        spec = workload["spec"]
+        assert spec["podManagementPolicy"] == "Parallel", name
+        governing = services[spec["serviceName"]]
+        assert governing["spec"]["selector"] == spec["selector"]["matchLabels"], name
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        instance = next(e for e in container["env"] if e["name"] == "JB_INSTANCE")
+        assert instance["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", name
+    for airline in _registry():
+        service = services[f"connectors-{airline.code.lower()}"]
+        assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+            (int(_config_map()["JB_HEALTH_PORT"]), "health")
+        ]
+    (simulators,) = [w for w in _workloads(docs) if w["metadata"]["name"] == "simulators"]
+    env = {e["name"]: e.get("value") for e in simulators["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["JB_SIM_WEBHOOK_URL"] == "http://connectors-{code}:9300/webhooks/{code}"
 
 
 def _group_patterns() -> list[re.Pattern[str]]:
@@ -359,12 +392,13 @@ def test_each_keda_trigger_scales_on_a_group_the_code_joins_and_a_topic_it_reads
     docs = _k8s_docs()
     patterns = _group_patterns()
     topics = {s.name: s for s in declared_topics(_registry(), int(_config_map()["JB_TOPIC_PARTITIONS"]))}
-    deployments = {d["metadata"]["name"]: d for d in _kind(docs, "Deployment")}
+    workloads = {(w["kind"], w["metadata"]["name"]): w for w in _workloads(docs)}
     scaled = _kind(docs, "ScaledObject")
     groups: set[str] = set()
     for obj in scaled:
-        target = obj["spec"]["scaleTargetRef"]["name"]
-        assert target in deployments
+        ref = obj["spec"]["scaleTargetRef"]
+        target = ref["name"]
+        assert (ref.get("kind", "Deployment"), target) in workloads, ref
         for trigger in obj["spec"]["triggers"]:
             meta = trigger["metadata"]
             assert trigger["type"] == "kafka"
