@@ -73,6 +73,19 @@ class Correlator:
         pass
 
 
+def service_answering(reply: SearchReply, producer: object) -> SearchService:
+    """The bridge's search service publishing on ``producer`` (a double), every request answered at once with
+    ``reply``."""
+    runtime = Runtime(
+        Settings(),
+        RULES.registry,
+        cast(httpx.AsyncClient, None),
+        cast(AvroCodec, PassThroughCodec()),
+        cast(AsyncProducer, producer),
+    )
+    return SearchService(runtime, cast(ReplyCorrelator, Correlator(reply)))
+
+
 async def test_fresh_travels_on_the_request_and_the_result_shows_each_airlines_source_and_age() -> None:
     now = now_utc()
     reply = SearchReply(
@@ -89,14 +102,7 @@ async def test_fresh_travels_on_the_request_and_the_result_shows_each_airlines_s
         completed_at=now,
     )
     producer = Producer()
-    runtime = Runtime(
-        Settings(),
-        RULES.registry,
-        cast(httpx.AsyncClient, None),
-        cast(AvroCodec, PassThroughCodec()),
-        cast(AsyncProducer, producer),
-    )
-    service = SearchService(runtime, cast(ReplyCorrelator, Correlator(reply)))
+    service = service_answering(reply, producer)
     arguments = {"origin": "LHR", "destination": "JFK", "departure_date": real_soon(), "fresh": True}
     result = await service.search(arguments, client_id="test")
     await service.drain()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import anyio
-import httpx
 import pytest
 from mcp import Client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -24,21 +23,18 @@ from connectors.resilience import AirlineGuard
 from jetbridge import tracing
 from jetbridge.cli import main
 from jetbridge.errors import KafkaError
-from jetbridge.kafka import AsyncProducer, decode_headers
-from jetbridge.runtime import Runtime
+from jetbridge.kafka import decode_headers
 from jetbridge.settings import Settings
 from jetbridge.trace_view import build_trees, find_trace, read_spans
-from mcp_bridge.correlator import ReplyCorrelator
 from mcp_bridge.server import build_server
 from mcp_bridge.service import SearchResult, SearchService
 from mcp_bridge.validation import SearchArguments
-from schemas.codec import AvroCodec
 from schemas.models import ReplyStatus, SearchReply, now_utc
 from streams.acks import InOrderAcks
 from streams.aggregator import Aggregator
 from tests.support import factories as f
 from tests.support.router_context import TRACE, Context, route_recorded, router_codec
-from tests.unit.test_cache_bridge import Correlator, PassThroughCodec
+from tests.unit.test_cache_bridge import service_answering
 from tests.unit.test_retry_policy import FakeClock, ScriptedAirline, airline, unavailable
 from tests.unit.test_search_arguments import RULES, RecordingBackend, real_soon
 
@@ -201,14 +197,7 @@ def traced_service() -> tuple[SearchService, HeadersProducer]:
         completed_at=now,
     )
     producer = HeadersProducer()
-    runtime = Runtime(
-        Settings(),
-        RULES.registry,
-        cast(httpx.AsyncClient, None),
-        cast(AvroCodec, PassThroughCodec()),
-        cast(AsyncProducer, producer),
-    )
-    return SearchService(runtime, cast(ReplyCorrelator, Correlator(reply))), producer
+    return service_answering(reply, producer), producer
 
 
 def request_headers_of(producer: HeadersProducer) -> dict[str, str]:
