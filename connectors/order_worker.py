@@ -653,6 +653,8 @@ class OrderWorker:
             "placed": self.assigned.is_set(),
             "partitions": self._tracker.owned(),
             "rebalances": self.rebalances,
+            # Times its consumer was fenced out of the group and replaced by a new one (jetbridge/kafka.py).
+            "rejoined": self._consumer.replaced,
             "in_flight": self._concurrency - self._free,
             "handled": self.handled,
             "dlq": self.dead_letters.state(),

@@ -460,6 +460,8 @@ class ConnectorWorker:
             "placed": self.assigned.is_set(),
             "partitions": self._tracker.owned(),
             "rebalances": self.rebalances,
+            # Times its consumer was fenced out of the group and replaced by a new one (jetbridge/kafka.py).
+            "rejoined": self._consumer.replaced,
             "dlq": self.dead_letters.state(),
             "circuit": self.guard.snapshot(),
             "backlog": len(self._backlog),

@@ -157,6 +157,11 @@ def _log_client_error(error: ClientError) -> None:
     LIBRDKAFKA_LOGGER.error("ERROR %s", error.str())
 
 
+def _fatal(error: ClientError) -> bool:
+    # An error callback's error carries the flag; a polled message's error only the code.
+    return bool(error.fatal()) or error.code() == ClientError._FATAL
+
+
 def with_logger(config: Mapping[str, Any]) -> dict[str, Any]:
     """A librdkafka client config whose log lines go through our logging."""
     return {"logger": LIBRDKAFKA_LOGGER} | dict(config)
@@ -320,8 +325,13 @@ class AsyncConsumer:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self._refused: KafkaError | None = None
-        self._consumer = Consumer(with_logger({"error_cb": self._on_error} | dict(config)))
+        self._fatal: str | None = None
+        self._config = with_logger({"error_cb": self._on_error} | dict(config))
+        self._consumer = Consumer(self._config)
+        self._subscription: tuple[list[str], dict[str, Any]] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
+        # How many times a fenced consumer was replaced by a new one (see ``_replace``).
+        self.replaced = 0
 
     @property
     def raw(self) -> Consumer:
@@ -331,13 +341,49 @@ class AsyncConsumer:
         # Called inside poll, on the consumer's thread; ``consume`` raises it once that poll returns.
         if error.code() == ClientError._AUTHENTICATION:
             self._refused = _authentication_failed(error)
-        else:
-            _log_client_error(error)
+            return
+        _log_client_error(error)
+        if _fatal(error):
+            self._fatal = error.str()
+
+    def _replace(self) -> None:
+        """On the consumer's thread: give up a consumer that hit a fatal error and join again with a new one.
+
+        The one fatal error of a consumer is a static member fenced by the group: another join under its
+        ``group.instance.id`` took its place (a broker restart can cause one: librdkafka gives up a session it
+        could not renew and joins again while the broker still counts the first join). librdkafka then stops
+        that consumer for good: it fetches nothing and rejoins never, while the process looks healthy. A new
+        consumer under the same instance id takes the place back at once. Its partitions are reported lost to
+        the subscriber first, so nothing still in flight is committed for them under the old assignment.
+        """
+        reason, self._fatal = self._fatal, None
+        old = self._consumer
+        topics, callbacks = self._subscription or ([], {})
+        try:
+            lost = list(old.assignment())
+        except KafkaException:
+            lost = []
+        on_lost = callbacks.get("on_lost")
+        if lost and on_lost is not None:
+            on_lost(old, lost)
+        with contextlib.suppress(KafkaException, RuntimeError):
+            old.close()
+        self._consumer = Consumer(self._config)
+        self._consumer.subscribe(topics, **callbacks)
+        self.replaced += 1
+        log.warning(
+            "Kafka consumer stopped by a fatal error; joined again with a new one",
+            group=self._config.get("group.id"),
+            instance=self._config.get("group.instance.id"),
+            reason=reason,
+            lost_partitions=len(lost),
+        )
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        self._subscription = (list(topics), dict(callbacks))
         self._consumer.subscribe(topics, **callbacks)
 
     async def assign(self, partitions: list[TopicPartition]) -> None:
@@ -349,10 +395,18 @@ class AsyncConsumer:
 
         def take() -> list[Message]:
             first = self._consumer.poll(timeout_s)
-            if first is None:
-                return []
-            more = self._consumer.consume(max_messages - 1, 0) if max_messages > 1 else []
-            return [first, *more]
+            more = self._consumer.consume(max_messages - 1, 0) if first is not None and max_messages > 1 else []
+            taken = [] if first is None else [first, *more]
+            for message in taken:
+                error = message.error()
+                if error is not None and _fatal(error):
+                    self._fatal = error.str()
+            if self._fatal is not None:
+                if self._subscription is None:
+                    raise KafkaError(f"Kafka consumer stopped by a fatal error: {self._fatal}")
+                self._replace()
+                return []  # what the old one returned is re-read by whoever owns its partitions now
+            return taken
 
         messages: list[Message] = await self._run(take)
         refused, self._refused = self._refused, None

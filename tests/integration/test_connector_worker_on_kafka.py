@@ -5,6 +5,7 @@ longer owns, and holds a call whose dead letter cannot be written instead of los
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -398,3 +399,45 @@ async def test_restarted_static_member_takes_its_partition_back_without_a_rebala
     await lane.responses(kafka, lambda rs: "after-restart" in ids(rs))
     assert restarted_airline.seen == ["after-restart"]
     assert second.rebalances == settled, "the other member's partitions never moved"
+
+
+def intrude(lane: Lane, instance: str) -> None:
+    """Join the lane's group under ``instance``, the static id a worker already holds, until given partitions;
+    then stop like a static member does (no LeaveGroup). The broker fences the worker's member meanwhile."""
+    intruder = Consumer(
+        {
+            "bootstrap.servers": lane.settings.kafka_bootstrap_servers,
+            "group.id": lane.group,
+            "group.instance.id": instance,
+            "session.timeout.ms": lane.settings.group_session_timeout_ms,
+            "partition.assignment.strategy": "cooperative-sticky",  # the workers' (a group has one protocol)
+        }
+    )
+    try:
+        intruder.subscribe([lane.calls])
+        give_up = time.monotonic() + 20
+        while not intruder.assignment():
+            assert time.monotonic() < give_up, "the intruder was never given partitions"
+            intruder.poll(0.1)
+    finally:
+        intruder.close()
+
+
+async def test_a_fenced_static_member_joins_again_and_answers_the_calls_sent_after(
+    lane: Lane, kafka: KafkaProbe
+) -> None:
+    # What a broker restart did in CI: the worker's member was fenced (librdkafka's one fatal consumer error)
+    # and the worker went on running, healthy by every other sign, while its consumer never fetched again.
+    airline = FakeAirline()
+    worker = lane.worker(airline, instance="connectors-1")
+    await lane.start(worker)
+    await until(lambda: worker.health()["partitions"] == [0, 1], 20)
+
+    await asyncio.to_thread(intrude, lane, f"connectors-1-{CODE}")
+    await until(lambda: worker.health()["rejoined"] >= 1, 20)
+    await until(lambda: worker.health()["partitions"] == [0, 1], 20)
+    await lane.send_call("after-fence-0", partition=0)
+    await lane.send_call("after-fence-1", partition=1)
+    answered = await lane.responses(kafka, lambda rs: {"after-fence-0", "after-fence-1"} <= set(ids(rs)))
+    assert sorted(ids(answered)) == ["after-fence-0", "after-fence-1"]
+    assert sorted(airline.seen) == ["after-fence-0", "after-fence-1"]

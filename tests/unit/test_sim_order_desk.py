@@ -22,8 +22,9 @@ from infra.simulators.orders import (
 )
 from infra.simulators.schedule import FareOffer, Schedule, ShopQuery
 
-NOW = datetime.now(UTC)
-IN_THREE_WEEKS = (NOW + timedelta(days=21)).date()
+# Dates only: the offers themselves are made with the clock of the test that sells them. Their 20-30
+# minutes of validity would otherwise run out in a long test session before this module runs.
+IN_THREE_WEEKS = (datetime.now(UTC) + timedelta(days=21)).date()
 FAMILY = ShopQuery(airline="BA", origin="LHR", destination="JFK", departure_date=IN_THREE_WEEKS, adults=2, children=1)
 CENT = Decimal("0.01")
 CONTACT = {"email": "a@example.org", "phone": "+44 20 7946 0000"}
@@ -55,7 +56,7 @@ def desk(knobs: Knobs) -> OrderDesk:
 
 @pytest.fixture
 def offers(schedule: Schedule, desk: OrderDesk) -> list[FareOffer]:
-    sold = schedule.offers(FAMILY, now=NOW)
+    sold = schedule.offers(FAMILY, now=datetime.now(UTC))
     assert sold
     desk.remember(sold, FAMILY, documents_required=schedule.international("LHR", "JFK"))
     return sold
@@ -86,7 +87,7 @@ def test_a_remembered_offer_prices_at_its_total_with_its_passengers_and_flights(
 
 def test_a_domestic_offer_needs_no_documents(schedule: Schedule, desk: OrderDesk) -> None:
     query = ShopQuery(airline="BA", origin="LHR", destination="EDI", departure_date=IN_THREE_WEEKS)
-    sold = schedule.offers(query, now=NOW)
+    sold = schedule.offers(query, now=datetime.now(UTC))
     assert sold, "BA flies LHR-EDI"
     desk.remember(sold, query, documents_required=schedule.international("LHR", "EDI"))
     assert desk.price(sold[0].offer_id).documents_required is False
@@ -257,7 +258,7 @@ async def test_a_schedule_change_retimes_every_flight_35_minutes_later(schedule:
         departure_date=IN_THREE_WEEKS,
         return_date=IN_THREE_WEEKS + timedelta(days=7),
     )
-    sold = schedule.offers(round_trip, now=NOW)
+    sold = schedule.offers(round_trip, now=datetime.now(UTC))
     desk.remember(sold, round_trip, documents_required=True)
     order = await book(desk, sold[0], n=1)
     before = [(f.departure, f.arrival) for f in order.offer.journeys]
@@ -316,8 +317,8 @@ def test_remembering_keeps_only_the_latest_offers(
     monkeypatch: pytest.MonkeyPatch, schedule: Schedule, desk: OrderDesk
 ) -> None:
     next_day = replace(FAMILY, departure_date=IN_THREE_WEEKS + timedelta(days=1))
-    first = schedule.offers(FAMILY, now=NOW)
-    later = schedule.offers(next_day, now=NOW)
+    first = schedule.offers(FAMILY, now=datetime.now(UTC))
+    later = schedule.offers(next_day, now=datetime.now(UTC))
     monkeypatch.setattr("infra.simulators.orders.MAX_OFFERS", len(later))
     desk.remember(first, FAMILY, documents_required=True)
     desk.remember(later, next_day, documents_required=True)
