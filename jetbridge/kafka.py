@@ -14,6 +14,7 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -76,9 +77,50 @@ Headers = list[tuple[str, bytes]]
 # tests/integration/test_partitioning.py against aiokafka's partitioner on a real broker).
 PARTITIONER = "murmur2_random"
 
+
+class RepeatFilter(logging.Filter):
+    """Lets one line of each kind through per ``window_s``; the next one says how many were held back.
+
+    librdkafka says the same thing once per client and per retry: with the broker down for 15 s, a connector
+    process wrote 5,500 lines of ``Connect to ipv4#127.0.0.1:9092 failed``, one per client and attempt. A kind is
+    the level, the facility and the text without the client's name (confluent-kafka logs with the arguments
+    ``(facility, client name, text)``), so every client repeating the same failure counts as one.
+    """
+
+    def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[Any, ...], tuple[float, int]] = {}  # kind -> (when let through, held back since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        kind = (
+            (record.levelno, args[0], args[2])
+            if isinstance(args, tuple) and len(args) == 3
+            else (record.levelno, record.getMessage())
+        )
+        now = self._clock()
+        with self._lock:
+            shown = self._seen.get(kind)
+            if shown is not None and now - shown[0] < self._window_s:
+                self._seen[kind] = (shown[0], shown[1] + 1)
+                return False
+            self._seen[kind] = (now, 0)
+            if len(self._seen) > 1000:  # forget kinds not seen for a window: the dict stays small
+                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self._window_s}
+        if shown is not None and shown[1]:
+            record.msg = f"{record.msg} (and %d more like it in the last %.0f s)"
+            record.args = (*(args if isinstance(args, tuple) else ()), shown[1], now - shown[0])
+        return True
+
+
 # librdkafka writes its own log lines (``%4|...|GETPID|...``) straight to stderr unless given a logger;
-# through this one they become JSON lines like every other (see jetbridge/log.py), never raw terminal text.
+# through this one they become JSON lines like every other (see jetbridge/log.py), never raw terminal text,
+# each kind at most once in 30 s.
 LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
+LIBRDKAFKA_LOGGER.addFilter(RepeatFilter())
 
 
 @dataclass(frozen=True, slots=True)

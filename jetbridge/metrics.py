@@ -187,6 +187,9 @@ class LagMonitor:
             await asyncio.to_thread(consumer.close)
 
     def _measure(self, consumer: Consumer) -> None:
+        # Nothing else polls this consumer, and its log lines and errors wait in its queue until a poll serves
+        # them: without this they all came out at once, with the time of the process's shutdown.
+        consumer.poll(0)
         metadata = consumer.list_topics(timeout=5)
         for topic in self._topics:
             info = metadata.topics.get(topic)
