@@ -223,3 +223,31 @@ async def test_two_workers_share_the_joins_and_one_dying_loses_nothing(space: To
     finally:
         for w in workers:
             w.kill()
+
+
+async def test_a_worker_fenced_by_a_second_process_under_its_name_answers_again_once_that_one_is_gone(
+    space: TopicSpace, test_home: Path
+) -> None:
+    # Two processes under one JB_INSTANCE (a broker restart's rejoin race does the same to one process): the
+    # group hands the static member's place to the newcomer and fences the first.
+    first = StreamsWorker(space, test_home, "streams-t1")
+    first.start()
+    try:
+        await first.healthy()
+        twin = StreamsWorker(space, test_home, "streams-t1")
+        twin.start()
+        try:
+            await twin.healthy()
+            await asyncio.sleep(5)  # a few heartbeats: the first one learns that it was fenced
+        finally:
+            twin.kill()
+        request_id = rid()
+        deadline = now_utc() + timedelta(seconds=40)
+        await space.request(f.request(FIVE, request_id=request_id, correlation_id=request_id, deadline=deadline))
+        await answer(space, request_id, FIVE)
+        replies = await space.replies(until=lambda r: len(r) >= 1, timeout_s=45)
+        assert [(r.request_id, r.status) for r in replies] == [(request_id, ReplyStatus.COMPLETE)]
+        assert first.proc is not None
+        assert first.proc.poll() is None, "the first worker answered it itself, still running"
+    finally:
+        first.kill()
