@@ -388,6 +388,72 @@ def _machine() -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Metering:
+    """What every mode measures with: the baseline running beside the stack, a meter on every process, both
+    systems warmed up and quiet again."""
+
+    meter: ProcessMeter
+    pids: dict[str, int]
+    jetbridge_processes: tuple[str, ...]
+    bridge_url: str
+    baseline_url: str
+    prefixes: tuple[str, ...]
+    started: float
+
+    @property
+    def systems(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """Each system's name, MCP URL and metered processes, in the order they are measured."""
+        return (
+            ("jetbridge", self.bridge_url, self.jetbridge_processes),
+            ("baseline", self.baseline_url, ("direct-baseline",)),
+        )
+
+    def peak_rss_mb(self) -> dict[str, dict[str, float]]:
+        peak = self.meter.peak_rss_mb()
+        return {
+            "jetbridge": {k: peak[k] for k in self.jetbridge_processes},
+            "baseline": {"direct-baseline": peak["direct-baseline"]},
+            "shared": {"simulators": peak["simulators"], "load-generator": peak["load-generator"]},
+        }
+
+
+@contextlib.asynccontextmanager
+async def _metering(
+    settings: Settings,
+    config: BenchConfig,
+    latencies: dict[str, int],
+    *,
+    warm_rate: float,
+    say: Say,
+    warm_arguments: Callable[[int], dict[str, Any]] | None = None,
+) -> AsyncIterator[_Metering]:
+    """Start the baseline, give the simulated airlines ``latencies``, meter every process, warm both systems up
+    at ``warm_rate`` and wait until they are quiet; the meter stops when the block ends."""
+    control_url = f"http://{settings.simulator_host}:{settings.simulator_control_port}"
+    async with _baseline_running(settings, config.baseline_port, control_url) as baseline_pid:
+        await _configure_simulators(control_url, latencies)
+        jetbridge_processes = _jetbridge_processes(settings)
+        pids = _metered(settings, jetbridge_processes, baseline_pid)
+        meter = ProcessMeter(pids)
+        meter.start()
+        metering = _Metering(
+            meter,
+            pids,
+            jetbridge_processes,
+            settings.bridge_url,
+            f"http://127.0.0.1:{config.baseline_port}/mcp",
+            _kafka_prefixes(settings),
+            time.monotonic(),
+        )
+        try:
+            await _warm_up(settings.bridge_url, metering.baseline_url, warm_rate, config, say, warm_arguments)
+            await _settle(meter, tuple(pids))
+            yield metering
+        finally:
+            await meter.stop()
+
+
 async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, start_stack: bool = True) -> Path:
     """Run the whole benchmark; returns the folder with results.json, latency.png and summary.md."""
     config = with_token(settings, config)
@@ -396,67 +462,47 @@ async def run_benchmark(settings: Settings, config: BenchConfig, say: Say, *, st
 
         await up(settings, say)
         _check_registry(settings, say)
-    control_url = f"http://{settings.simulator_host}:{settings.simulator_control_port}"
-    baseline_url = f"http://127.0.0.1:{config.baseline_port}/mcp"
-    prefixes = _kafka_prefixes(settings)
-    async with _baseline_running(settings, config.baseline_port, control_url) as baseline_pid:
-        await _configure_simulators(control_url, config.airline_latency_ms)
-        jetbridge_processes = _jetbridge_processes(settings)
-        pids = _metered(settings, jetbridge_processes, baseline_pid)
-        meter = ProcessMeter(pids)
-        meter.start()
-        runs: list[dict[str, Any]] = []
-        started = time.monotonic()
-        saturated: dict[str, float] = {}
-        await _warm_up(
-            settings.bridge_url, baseline_url, max(config.rates[0], min(config.rates[-1], 30.0)), config, say
-        )
-        await _settle(meter, tuple(pids))
+    warm_rate = max(config.rates[0], min(config.rates[-1], 30.0))
+    runs: list[dict[str, Any]] = []
+    saturated: dict[str, float] = {}
+    soak: dict[str, Any] | None = None
+    async with _metering(settings, config, config.airline_latency_ms, warm_rate=warm_rate, say=say) as metering:
         for rate in config.rates:
-            for system, url, own in (
-                ("jetbridge", settings.bridge_url, jetbridge_processes),
-                ("baseline", baseline_url, ("direct-baseline",)),
-            ):
+            for system, url, own in metering.systems:
                 if system in saturated:
                     say(f"bench: {system} at {rate:g}/s skipped: it already failed at {saturated[system]:g}/s")
                     continue
                 say(f"bench: {system} at {rate:g}/s ({config.warmup_s:g} s warm-up + {config.hold_s:g} s)")
+                arguments = _arguments(config.deadline_ms)
                 row = await _run_one(
-                    settings, prefixes, url, system, rate, config, meter, own, _arguments(config.deadline_ms)
+                    settings, metering.prefixes, url, system, rate, config, metering.meter, own, arguments
                 )
                 runs.append(row)
                 # Past this point a system only queues up work; higher rates would measure the queue.
                 if _failed(row, config.deadline_ms):
                     saturated[system] = rate
                 say(_figures(row, "ms/req"))
-        soak: dict[str, Any] | None = None
         if config.soak_s > 0:
-            soak = await _soak(settings, config, {k: pids[k] for k in jetbridge_processes}, say)
-        await meter.stop()
-        peak = meter.peak_rss_mb()
-        # Events per search where Jetbridge kept up (at overload, timeouts add dead letters).
-        sustained_rate = _sustained(runs, "jetbridge", config.deadline_ms) or config.rates[0]
-        events = next(r for r in runs if r["system"] == "jetbridge" and r["rate"] == sustained_rate)[
-            "kafka_events_per_request"
-        ]
-        results: dict[str, Any] = {
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": _machine(),
-            "config": {k: v for k, v in asdict(config).items() if k != "out_dir"},
-            "duration_s": round(time.monotonic() - started, 1),
-            "runs": runs,
-            "added_latency_ms": _added(runs),
-            "max_sustained_rate": {s: _sustained(runs, s, config.deadline_ms) for s in ("jetbridge", "baseline")},
-            "saturated_at": saturated,
-            "peak_rss_mb": {
-                "jetbridge": {k: peak[k] for k in jetbridge_processes},
-                "baseline": {"direct-baseline": peak["direct-baseline"]},
-                "shared": {"simulators": peak["simulators"], "load-generator": peak["load-generator"]},
-            },
-            "kafka_events_per_request": events,
-            "soak": soak,
-        }
-        return _write(config.out_dir, results, _REPORTS, latest="latest")
+            soak = await _soak(settings, config, {k: metering.pids[k] for k in metering.jetbridge_processes}, say)
+    # Events per search where Jetbridge kept up (at overload, timeouts add dead letters).
+    sustained_rate = _sustained(runs, "jetbridge", config.deadline_ms) or config.rates[0]
+    events = next(r for r in runs if r["system"] == "jetbridge" and r["rate"] == sustained_rate)[
+        "kafka_events_per_request"
+    ]
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "config": {k: v for k, v in asdict(config).items() if k != "out_dir"},
+        "duration_s": round(time.monotonic() - metering.started, 1),
+        "runs": runs,
+        "added_latency_ms": _added(runs),
+        "max_sustained_rate": {s: _sustained(runs, s, config.deadline_ms) for s in ("jetbridge", "baseline")},
+        "saturated_at": saturated,
+        "peak_rss_mb": metering.peak_rss_mb(),
+        "kafka_events_per_request": events,
+        "soak": soak,
+    }
+    return _write(config.out_dir, results, _REPORTS, latest="latest")
 
 
 def _failed(row: dict[str, Any], deadline_ms: int) -> bool:
@@ -566,28 +612,16 @@ async def _check_fleet(settings: Settings, codes: list[str], say: Say) -> None:
 async def _measure_counts(
     settings: Settings, config: BenchConfig, counts: list[int], fleet: list[SyntheticAirline], say: Say
 ) -> dict[str, Any]:
-    control_url = f"http://{settings.simulator_host}:{settings.simulator_control_port}"
-    baseline_url = f"http://127.0.0.1:{config.baseline_port}/mcp"
-    prefixes = _kafka_prefixes(settings)
     rate = config.airline_counts_rate
     codes_all = [a.code for a in fleet[: max(counts)]]
-    async with _baseline_running(settings, config.baseline_port, control_url) as baseline_pid:
-        await _configure_simulators(control_url, {a.code: a.latency_ms for a in fleet})
-        jetbridge_processes = _jetbridge_processes(settings)
-        pids = _metered(settings, jetbridge_processes, baseline_pid)
-        meter = ProcessMeter(pids)
-        meter.start()
-        started = time.monotonic()
-        runs: list[dict[str, Any]] = []
-        saturated: dict[str, int] = {}
-        await _warm_up(settings.bridge_url, baseline_url, rate, config, say, _arguments(config.deadline_ms, codes_all))
-        await _settle(meter, tuple(pids))
+    runs: list[dict[str, Any]] = []
+    saturated: dict[str, int] = {}
+    latencies = {a.code: a.latency_ms for a in fleet}
+    warm = _arguments(config.deadline_ms, codes_all)
+    async with _metering(settings, config, latencies, warm_rate=rate, say=say, warm_arguments=warm) as metering:
         for n in counts:
             codes = [a.code for a in fleet[:n]]
-            for system, url, own in (
-                ("jetbridge", settings.bridge_url, jetbridge_processes),
-                ("baseline", baseline_url, ("direct-baseline",)),
-            ):
+            for system, url, own in metering.systems:
                 if system in saturated:
                     failed = _airlines(saturated[system])
                     say(f"bench: {_airlines(n)}, {system} skipped: it already failed with {failed}")
@@ -595,7 +629,9 @@ async def _measure_counts(
                 hold = f"{config.warmup_s:g} s warm-up + {config.hold_s:g} s"
                 say(f"bench: {_airlines(n)}, {system} at {rate:g}/s ({hold})")
                 arguments = _arguments(config.deadline_ms, codes)
-                row = await _run_one(settings, prefixes, url, system, rate, config, meter, own, arguments)
+                row = await _run_one(
+                    settings, metering.prefixes, url, system, rate, config, metering.meter, own, arguments
+                )
                 row["airline_count"] = n
                 runs.append(row)
                 # More airlines only cost more: a system that failed here is not measured further.
@@ -603,15 +639,13 @@ async def _measure_counts(
                     saturated[system] = n
                 events = row["kafka_events_per_request"]["total"]
                 say(_figures(row, "ms/search") + f", {events:g} Kafka events/search")
-        await meter.stop()
-        peak = meter.peak_rss_mb()
     by_count = _by_count(runs, counts)
     return {
         "mode": "airline_counts",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
         "config": {k: v for k, v in asdict(config).items() if k not in ("out_dir", "rates", "soak_s", "soak_rate")},
-        "duration_s": round(time.monotonic() - started, 1),
+        "duration_s": round(time.monotonic() - metering.started, 1),
         "route": "-".join(ROUTE),
         "rate": rate,
         "airlines": [{"code": a.code, "kind": a.kind, "mapping": a.mapping, "latency_ms": a.latency_ms} for a in fleet],
@@ -619,11 +653,7 @@ async def _measure_counts(
         "by_count": by_count,
         "growth": _growth(by_count),
         "saturated_at": saturated,
-        "peak_rss_mb": {
-            "jetbridge": {k: peak[k] for k in jetbridge_processes},
-            "baseline": {"direct-baseline": peak["direct-baseline"]},
-            "shared": {"simulators": peak["simulators"], "load-generator": peak["load-generator"]},
-        },
+        "peak_rss_mb": metering.peak_rss_mb(),
     }
 
 
@@ -651,45 +681,34 @@ async def run_network(settings: Settings, config: BenchConfig, say: Say) -> Path
 async def _measure_network(
     settings: Settings, config: BenchConfig, fleet: list[NetworkAirline], say: Say
 ) -> dict[str, Any]:
-    control_url = f"http://{settings.simulator_host}:{settings.simulator_control_port}"
-    baseline_url = f"http://127.0.0.1:{config.baseline_port}/mcp"
-    prefixes = _kafka_prefixes(settings)
     rate = config.rates[0]
-    async with _baseline_running(settings, config.baseline_port, control_url) as baseline_pid:
-        await _configure_simulators(control_url, {a.code: a.latency_ms for a in fleet})
-        jetbridge_processes = _jetbridge_processes(settings)
-        pids = _metered(settings, jetbridge_processes, baseline_pid)
-        meter = ProcessMeter(pids)
-        meter.start()
-        started = time.monotonic()
-        runs: list[dict[str, Any]] = []
-        warm = _arguments(config.deadline_ms, route=MEASURED_ROUTES[0])
-        await _warm_up(settings.bridge_url, baseline_url, rate, config, say, warm)
-        await _settle(meter, tuple(pids))
+    runs: list[dict[str, Any]] = []
+    latencies = {a.code: a.latency_ms for a in fleet}
+    warm = _arguments(config.deadline_ms, route=MEASURED_ROUTES[0])
+    async with _metering(settings, config, latencies, warm_rate=rate, say=say, warm_arguments=warm) as metering:
         for route in MEASURED_ROUTES:
             flying = serving(fleet, route)
-            for system, url, own in (
-                ("jetbridge", settings.bridge_url, jetbridge_processes),
-                ("baseline", baseline_url, ("direct-baseline",)),
-            ):
+            for system, url, own in metering.systems:
                 name = "-".join(route)
                 say(f"bench: {name} ({len(flying)} of {len(fleet)} airlines fly it), {system} at {rate:g}/s")
                 arguments = _arguments(config.deadline_ms, route=route)
-                bytes_before = kafka_log_bytes(settings, prefixes)
-                row = await _run_one(settings, prefixes, url, system, rate, config, meter, own, arguments)
+                bytes_before = kafka_log_bytes(settings, metering.prefixes)
+                row = await _run_one(
+                    settings, metering.prefixes, url, system, rate, config, metering.meter, own, arguments
+                )
                 searches = round((config.warmup_s + config.hold_s) * rate)
-                row["kafka_bytes_per_request"] = _events(bytes_before, kafka_log_bytes(settings, prefixes), searches)
+                row["kafka_bytes_per_request"] = _events(
+                    bytes_before, kafka_log_bytes(settings, metering.prefixes), searches
+                )
                 row |= {"route": name, "airlines_serving": flying}
                 runs.append(row)
                 say(_figures(row, "ms/search") + f", {row['kafka_events_per_request']['total']:g} Kafka events/search")
-        await meter.stop()
-        peak = meter.peak_rss_mb()
     return {
         "mode": "airlines_50",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
         "config": {k: v for k, v in asdict(config).items() if k not in ("out_dir", "soak_s", "soak_rate")},
-        "duration_s": round(time.monotonic() - started, 1),
+        "duration_s": round(time.monotonic() - metering.started, 1),
         "rate": rate,
         "registry_airlines": len(fleet),
         "registry_routes": sum(len(a.routes) for a in fleet),
@@ -701,11 +720,7 @@ async def _measure_network(
         ],
         "runs": runs,
         "by_route": network_rows(runs, len(fleet)),
-        "peak_rss_mb": {
-            "jetbridge": {k: peak[k] for k in jetbridge_processes},
-            "baseline": {"direct-baseline": peak["direct-baseline"]},
-            "shared": {"simulators": peak["simulators"], "load-generator": peak["load-generator"]},
-        },
+        "peak_rss_mb": metering.peak_rss_mb(),
     }
 
 

@@ -1,8 +1,9 @@
-"""A short run of `jetbridge bench --airline-counts` (seconds of load), so the airline-count mode cannot rot.
+"""Short runs of `jetbridge bench --airline-counts` and `--airlines-50` (seconds of load), so neither mode can rot.
 
-A stack of its own (home, ports and topic prefix) runs the usual five airlines; the benchmark restarts it
-with a registry of synthetic airlines, measures both systems with 2 and then 3 airlines per search, writes
-its reports, and brings the stack back with its own registry.
+A stack of its own (home, ports and topic prefix) runs the usual five airlines. Each run restarts it with
+another registry (synthetic airlines, 2 and then 3 per search; then 50 real airlines with their route
+networks, searched on three busy routes), measures both systems, writes its reports, and brings the stack
+back with its own registry.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.run import BenchConfig, run_airline_counts
+from bench.route_networks import MEASURED_ROUTES, network_fleet, serving
+from bench.run import BenchConfig, run_airline_counts, run_network
 from infra.stack.backends import Infra
 from jetbridge.airlines import load_registry
 from jetbridge.settings import Settings
@@ -116,6 +118,63 @@ async def test_airline_count_run_measures_both_systems_per_count_and_brings_the_
     assert (tmp_path / "latest-airline-counts" / "results.json").exists()
     assert any("restarting it with the synthetic registry" in line for line in lines), lines
     assert any("3 airlines, baseline at 4/s" in line for line in lines), lines
+
+    # The stack runs again as before: its own registry, every instance healthy.
+    assert any("stack restored" in line for line in lines), lines
+    assert _supervisor_env(scale_stack)["JB_AIRLINES_FILE"] == own_registry
+    status = scale_stack.jetbridge("status")
+    assert status.returncode == 0, status.stdout
+
+
+async def test_the_50_airline_run_asks_only_the_airlines_that_fly_each_route_and_brings_the_stack_back(
+    scale_stack: Stack, settings: Settings, tmp_path: Path
+) -> None:
+    own_registry = scale_stack.env["JB_AIRLINES_FILE"]
+    stack_settings = scale_stack.settings(JB_AIRLINES_FILE=own_registry)
+    config = BenchConfig(
+        rates=[RATE],
+        warmup_s=1.0,
+        hold_s=2.0,
+        sessions=2,
+        baseline_port=BASELINE_PORT,
+        stack_warmup_s=1.0,
+        out_dir=tmp_path,
+        synthetic_latency_ms=LATENCIES,
+    )
+    lines: list[str] = []
+    folder = await run_network(stack_settings, config, lines.append)
+    print("\n".join(lines))
+
+    results = json.loads((folder / "results.json").read_text())
+    fleet = network_fleet(latencies_ms=LATENCIES)
+    assert results["registry_airlines"] == len(fleet) == 50
+    assert [a["code"] for a in results["airlines"]] == [a.code for a in fleet]
+    assert set(results["kinds"]) == {"ndc", "rest", "mcp"}
+    rows = {row["route"]: row for row in results["by_route"]}
+    assert list(rows) == ["-".join(route) for route in MEASURED_ROUTES]
+    for route in MEASURED_ROUTES:
+        row = rows["-".join(route)]
+        flying = serving(fleet, route)
+        assert row["airlines_serving_codes"] == flying
+        assert 1 < len(flying) < 50, "a busy route, but not every airline flies it"
+        jb, base = row["jetbridge"], row["baseline"]
+        for figures in (jb, base):
+            assert figures["requests"] == MEASURED, figures
+            assert figures["errors"] == 0, figures
+            # Route pruning: each reply carries exactly the airlines that fly the route, each of them ok.
+            assert figures["airlines_per_reply"] == len(flying), figures
+            assert figures["airline_statuses"] == {"ok": len(flying) * MEASURED}, figures
+        # Jetbridge called those airlines and no other: one call and one response per airline that flies it.
+        assert jb["calls"] == pytest.approx(len(flying), abs=0.01), jb
+        assert jb["responses"] == pytest.approx(len(flying), abs=0.01), jb
+        assert base["kafka_events_per_search"] == 0
+
+    summary = (folder / "summary.md").read_text()
+    assert "## Airlines asked per search" in summary
+    for route in MEASURED_ROUTES:
+        assert f"| {'-'.join(route)} | 50 | {len(serving(fleet, route))} |" in summary
+    assert load_registry(folder / "airlines.toml").codes() == [a.code for a in fleet]
+    assert (tmp_path / "latest-airlines-50" / "results.json").exists()
 
     # The stack runs again as before: its own registry, every instance healthy.
     assert any("stack restored" in line for line in lines), lines
