@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -59,24 +60,38 @@ def _supervisor_env(stack: Stack) -> dict[str, str]:
     return dict(psutil.Process(pid).environ())
 
 
-async def test_airline_count_run_measures_both_systems_per_count_and_brings_the_stack_back(
-    scale_stack: Stack, settings: Settings, tmp_path: Path
-) -> None:
-    own_registry = scale_stack.env["JB_AIRLINES_FILE"]
-    stack_settings = scale_stack.settings(JB_AIRLINES_FILE=own_registry)
-    config = BenchConfig(
+def own_settings(stack: Stack) -> Settings:
+    return stack.settings(JB_AIRLINES_FILE=stack.env["JB_AIRLINES_FILE"])
+
+
+def short_run(out_dir: Path, **mode: Any) -> BenchConfig:
+    """Seconds of load per measurement: enough to check the mode, not to measure it."""
+    return BenchConfig(
         warmup_s=1.0,
         hold_s=2.0,
         sessions=2,
         baseline_port=BASELINE_PORT,
         stack_warmup_s=1.0,
-        out_dir=tmp_path,
-        airline_counts=[3, 2],
-        airline_counts_rate=RATE,
+        out_dir=out_dir,
         synthetic_latency_ms=LATENCIES,
+        **mode,
     )
+
+
+def assert_restored(stack: Stack, lines: list[str]) -> None:
+    """The stack runs again as before: its own registry, every instance healthy."""
+    assert any("stack restored" in line for line in lines), lines
+    assert _supervisor_env(stack)["JB_AIRLINES_FILE"] == stack.env["JB_AIRLINES_FILE"]
+    status = stack.jetbridge("status")
+    assert status.returncode == 0, status.stdout
+
+
+async def test_airline_count_run_measures_both_systems_per_count_and_brings_the_stack_back(
+    scale_stack: Stack, settings: Settings, tmp_path: Path
+) -> None:
     lines: list[str] = []
-    folder = await run_airline_counts(stack_settings, config, lines.append)
+    config = short_run(tmp_path, airline_counts=[3, 2], airline_counts_rate=RATE)
+    folder = await run_airline_counts(own_settings(scale_stack), config, lines.append)
     print("\n".join(lines))
 
     results = json.loads((folder / "results.json").read_text())
@@ -119,30 +134,14 @@ async def test_airline_count_run_measures_both_systems_per_count_and_brings_the_
     assert any("restarting it with the synthetic registry" in line for line in lines), lines
     assert any("3 airlines, baseline at 4/s" in line for line in lines), lines
 
-    # The stack runs again as before: its own registry, every instance healthy.
-    assert any("stack restored" in line for line in lines), lines
-    assert _supervisor_env(scale_stack)["JB_AIRLINES_FILE"] == own_registry
-    status = scale_stack.jetbridge("status")
-    assert status.returncode == 0, status.stdout
+    assert_restored(scale_stack, lines)
 
 
 async def test_the_50_airline_run_asks_only_the_airlines_that_fly_each_route_and_brings_the_stack_back(
     scale_stack: Stack, settings: Settings, tmp_path: Path
 ) -> None:
-    own_registry = scale_stack.env["JB_AIRLINES_FILE"]
-    stack_settings = scale_stack.settings(JB_AIRLINES_FILE=own_registry)
-    config = BenchConfig(
-        rates=[RATE],
-        warmup_s=1.0,
-        hold_s=2.0,
-        sessions=2,
-        baseline_port=BASELINE_PORT,
-        stack_warmup_s=1.0,
-        out_dir=tmp_path,
-        synthetic_latency_ms=LATENCIES,
-    )
     lines: list[str] = []
-    folder = await run_network(stack_settings, config, lines.append)
+    folder = await run_network(own_settings(scale_stack), short_run(tmp_path, rates=[RATE]), lines.append)
     print("\n".join(lines))
 
     results = json.loads((folder / "results.json").read_text())
@@ -176,8 +175,4 @@ async def test_the_50_airline_run_asks_only_the_airlines_that_fly_each_route_and
     assert load_registry(folder / "airlines.toml").codes() == [a.code for a in fleet]
     assert (tmp_path / "latest-airlines-50" / "results.json").exists()
 
-    # The stack runs again as before: its own registry, every instance healthy.
-    assert any("stack restored" in line for line in lines), lines
-    assert _supervisor_env(scale_stack)["JB_AIRLINES_FILE"] == own_registry
-    status = scale_stack.jetbridge("status")
-    assert status.returncode == 0, status.stdout
+    assert_restored(scale_stack, lines)
